@@ -1,0 +1,5 @@
+"""`petite simulate` commands."""
+
+from __future__ import annotations
+
+from petite.cli import cli  # noqa: F401

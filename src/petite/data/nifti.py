@@ -1,0 +1,68 @@
+"""Reading and writing NIfTI volumes, with the validation users need.
+
+Every loader here raises :class:`petite.errors.UserError` naming the file for
+the problems a user can cause (missing, unreadable, wrong dimensionality,
+NaN/Inf, all-zero), and every writer is atomic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from petite.atomic import atomic_path
+from petite.errors import UserError
+
+
+def load_volume(path: str | Path, ndim: int | None = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Load a NIfTI file as ``(float32 array, 4x4 affine)``.
+
+    ``ndim`` is the required number of dimensions (3 for a volume, 4 for
+    dynamic frames; ``None`` accepts either).  Trailing singleton dimensions
+    beyond ``ndim`` are squeezed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("file not found", path)
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as err:  # nibabel raises many types for corrupt files
+        raise UserError(f"cannot read NIfTI ({type(err).__name__}: {err})", path) from None
+    while ndim is not None and data.ndim > ndim and data.shape[-1] == 1:
+        data = data[..., 0]
+    if ndim is not None and data.ndim != ndim:
+        kind = {3: "a 3D volume", 4: "4D dynamic frames"}.get(ndim, f"{ndim}D data")
+        raise UserError(f"expected {kind}, got shape {data.shape}", path)
+    if not np.all(np.isfinite(data)):
+        raise UserError("contains NaN or Inf values", path)
+    if not np.any(data):
+        raise UserError("volume is all zeros", path)
+    return data, np.asarray(img.affine, dtype=np.float64)
+
+
+def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel spacing (mm) along the three array axes of ``affine``."""
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+def make_affine(spacing: tuple[float, float, float], shape: tuple[int, int, int]) -> np.ndarray:
+    """RAS affine with the given spacing whose world origin is the volume centre."""
+    affine = np.diag([*spacing, 1.0]).astype(np.float64)
+    affine[:3, 3] = -0.5 * (np.asarray(shape) - 1) * np.asarray(spacing)
+    return affine
+
+
+def save_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None) -> None:
+    """Atomically write ``data`` (3D or 4D, saved as float32) with ``affine``.
+
+    Passing the ``header`` of an input volume keeps its metadata (units,
+    descriptions) while the data type and shape follow ``data``.
+    """
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine, header=header)
+    img.set_data_dtype(np.float32)
+    img.header.set_xyzt_units("mm", "sec")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
