@@ -1,0 +1,32 @@
+"""Networks for PET-to-PET restoration (UNETR, 3D CVT-GAN) and segmentation (Swin UNETR).
+
+``build_model(name, preset, **overrides)`` is the entry point; every model it
+returns carries the plain-data contract of ``docs/DESIGN.md`` ("Contract:
+models"), interpreted by :func:`component_modules` and :func:`role_modules`.
+"""
+
+from petite.models.checkpoint import fingerprint, load_model, save_model
+from petite.models.registry import (
+    ROLES,
+    build_model,
+    component_modules,
+    count_parameters,
+    list_models,
+    list_presets,
+    module_component,
+    role_modules,
+)
+
+__all__ = [
+    "ROLES",
+    "build_model",
+    "component_modules",
+    "count_parameters",
+    "fingerprint",
+    "list_models",
+    "list_presets",
+    "load_model",
+    "module_component",
+    "role_modules",
+    "save_model",
+]
