@@ -1,0 +1,62 @@
+"""`petite peft info` and `petite peft combos`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from petite.cli import main
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_paper_unetr_petite_is_under_one_percent(capsys) -> None:
+    code, out, _ = _run(["peft", "info", "unetr", "--preset", "paper", "--spec", "petite-unetr", "--json"], capsys)
+    assert code == 0
+    info = json.loads(out)
+    assert info["total"] == 101_670_049  # the reference UNETR, before PEFT modules
+    assert 0 < info["percent"] < 1
+    assert info["trainable"] == sum(info["per_component"].values()) == sum(info["per_method"].values())
+    assert set(info["per_method"]) == {"lora", "ssf", "bitfit"}
+    assert info["spec"] == "encoder=lora:r=4,decoder=ssf,bitfit"
+
+
+def test_info_text_and_yaml_spec(capsys, tmp_path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("spec: encoder=vpt:tokens=8/32,decoder=lora,bitfit\n")
+    code, out, _ = _run(["peft", "info", "cvtgan", "-p", "tiny", "-s", str(spec)], capsys)
+    assert code == 0
+    assert "per component" in out and "vpt" in out and "%" in out
+    code, out, _ = _run(["peft", "info", "cvtgan", "-p", "tiny", "-s", "full", "--json"], capsys)
+    info = json.loads(out)
+    assert info["percent"] == pytest.approx(100.0)  # the frozen discriminator is not in the base
+
+
+def test_combos(capsys) -> None:
+    code, out, _ = _run(["peft", "combos", "unetr", "--json"], capsys)
+    assert code == 0 and len(json.loads(out)) == 9
+    code, out, _ = _run(["peft", "combos", "cvtgan"], capsys)
+    assert code == 0 and "encoder=vpt:tokens=8/32,decoder=lora,bitfit" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["peft", "info", "unetr", "-p", "tiny", "-s", "encoder=lora:r=zero"],
+        ["peft", "info", "unetr", "-p", "tiny", "-s", "middle=lora"],
+        ["peft", "info", "nonet", "-p", "tiny", "-s", "lora"],
+        ["peft", "combos", "unetr", "-p", "huge"],
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv: list[str], capsys) -> None:
+    code, out, err = _run(argv, capsys)
+    assert code == 2 and err.startswith("petite: error:") and err.count("\n") == 1
