@@ -69,8 +69,9 @@ def test_vpt_sites(gan) -> None:
     with torch.no_grad():
         before = gan(x)
     sites = [gan.get_submodule(n) for n in role_modules(gan, "prompt_site")]
-    assert role_modules(gan, "prompt_site") == ["generator.down.1", "generator.down.2"]
-    for site, p in zip(sites, (8, 32)):
+    assert role_modules(gan, "prompt_site") == ["generator.down.1", "generator.down.2", "generator.up.0", "generator.up.1"]
+    assert [s.prompt_default_tokens for s in sites] == [8, 32, 32, 8]  # paper: encoder 8/32, decoder 32/8
+    for site, p in zip(sites, (8, 32, 32, 8)):
         site.prompts = nn.Parameter(torch.randn(p, site.prompt_width))
     prompted = gan(x)
     assert prompted.shape == before.shape and not torch.allclose(prompted, before)

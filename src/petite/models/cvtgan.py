@@ -4,16 +4,17 @@ Generator (resolution relative to the input):
 
     stem       ConvNormAct(in -> c0, stride 2), ConvNormAct(c0 -> c0)     1/2
     down.0     CvTStage(c0 -> c1, depth 1, 2 heads)                        1/4
-    down.1     CvTStage(c1 -> c2, depth 2, 4 heads)   VPT prompt site      1/8
-    down.2     CvTStage(c2 -> c3, depth 2, 4 heads)   VPT prompt site      1/16
+    down.1     CvTStage(c1 -> c2, depth 2, 4 heads)   VPT site (8 tokens)  1/8
+    down.2     CvTStage(c2 -> c3, depth 2, 4 heads)   VPT site (32 tokens) 1/16
     bottleneck ResidualConvBlock(c3 -> c3): k3 conv + 1x1 residual         1/16
-    up.0       CvTUpStage(c3 -> c2, skip = down.1, depth 2, 4 heads)       1/8
-    up.1       CvTUpStage(c2 -> c1, skip = down.0, depth 1, 2 heads)       1/4
+    up.0       CvTUpStage(c3 -> c2, skip = down.1, depth 2, 4 heads)   VPT site (32 tokens) 1/8
+    up.1       CvTUpStage(c2 -> c1, skip = down.0, depth 1, 2 heads)   VPT site (8 tokens)  1/4
     head       ConvTranspose(c1 -> c1), concat stem, ResidualConvBlock
                (c1 + c0 -> c0), ConvTranspose(c0 -> c0), Conv3d(c0 -> out) 1/1
     output     head(...) + x  (global residual)
 
-(The paper's VPT uses 8 prompt tokens at down.1 and 32 at down.2.)
+(The paper's VPT uses 8 and 32 prompt tokens at down.1 and down.2 in the encoder,
+"VPT (0/8/32)", and 32 and 8 at up.0 and up.1 in the decoder, "VPT (32/8)", Table 6.)
 
 The paper preset (c = 64, 128, 256, 512) has 28,574,145 generator (BRIEF: about 28.7 M)
 parameters.  **Divisibility**: the generator downsamples by 16 (stem and three
@@ -107,13 +108,14 @@ class CvTGenerator(nn.Module):
         self.pad_mode = pad_mode
         self.stem = nn.Sequential(ConvNormAct(in_channels, c0, stride=2), ConvNormAct(c0, c0))
         self.down = nn.ModuleList(
-            CvTStage(cin, cout, d, h, mlp_ratio) for cin, cout, d, h in zip((c0, c1, c2), (c1, c2, c3), depths, heads)
+            CvTStage(cin, cout, d, h, mlp_ratio, prompt_tokens=p)
+            for cin, cout, d, h, p in zip((c0, c1, c2), (c1, c2, c3), depths, heads, (8, 8, 32))
         )
         self.bottleneck = ResidualConvBlock(c3, c3)
         self.up = nn.ModuleList(
             [
-                CvTUpStage(c3, c2, c2, up_depths[0], up_heads[0], mlp_ratio),
-                CvTUpStage(c2, c1, c1, up_depths[1], up_heads[1], mlp_ratio),
+                CvTUpStage(c3, c2, c2, up_depths[0], up_heads[0], mlp_ratio, prompt_tokens=32),
+                CvTUpStage(c2, c1, c1, up_depths[1], up_heads[1], mlp_ratio, prompt_tokens=8),
             ]
         )
         self.head = OutputHead(c1, c0, in_channels)
@@ -213,7 +215,7 @@ class CvTGAN(nn.Module):
                          f"{g}.up.*.fuse.skip", f"{g}.bottleneck.conv", f"{g}.bottleneck.skip", f"{g}.head.up1",
                          f"{g}.head.fuse.conv", f"{g}.head.fuse.skip", f"{g}.head.up2", f"{g}.head.out"],
                 "conv_block": [f"{g}.stem", f"{g}.up.*.fuse", f"{g}.bottleneck", f"{g}.head.fuse"],
-                "prompt_site": [f"{g}.down.1", f"{g}.down.2"],
+                "prompt_site": [f"{g}.down.1", f"{g}.down.2", f"{g}.up.0", f"{g}.up.1"],
                 # Extra roles: the depthwise-conv q/k/v projections (the reference code's LoRA target).
                 "query_conv": [f"{g}.*.attn.conv_q.0"],
                 "key_conv": [f"{g}.*.attn.conv_k.0"],

@@ -201,7 +201,12 @@ def init_contract(
     model.peft_roles = peft_roles
 
 
-def mark_prompt_site(module: nn.Module, width: int) -> None:
-    """Make ``module`` a VPT prompt site: ``prompt_width = width`` and ``prompts = None``."""
+def mark_prompt_site(module: nn.Module, width: int, default_tokens: int = 8) -> None:
+    """Make ``module`` a VPT prompt site: ``prompt_width = width``, ``prompts = None``.
+
+    ``default_tokens`` is the paper's number of prompt tokens at this site, used
+    when a VPT spec does not give one.
+    """
     module.prompt_width = int(width)
+    module.prompt_default_tokens = int(default_tokens)
     module.prompts = None

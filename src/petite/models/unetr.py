@@ -111,7 +111,7 @@ class ViTEncoder(nn.Module):
         for block in self.blocks:
             # Unused without cross-attention; an Identity keeps the attribute but owns no parameters.
             block.norm_cross_attn = nn.Identity()
-        mark_prompt_site(self.blocks[PROMPT_BLOCK], hidden_size)
+        mark_prompt_site(self.blocks[PROMPT_BLOCK], hidden_size, default_tokens=50)  # the paper's 50 tokens
         self.norm = nn.LayerNorm(hidden_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -108,12 +108,15 @@ class CvTStage(nn.Module):
     are prepended to the stage's tokens and removed before the output is reshaped.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
+        prompt_tokens: int = 8,
+    ) -> None:
         super().__init__()
         self.embed = nn.Conv3d(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
         self.embed_norm = nn.LayerNorm(out_channels)
         self.blocks = nn.ModuleList(CvTBlock(out_channels, num_heads, mlp_ratio) for _ in range(depth))
-        mark_prompt_site(self, out_channels)
+        mark_prompt_site(self, out_channels, prompt_tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _run_blocks(self.blocks, self.embed(x), self.embed_norm, self.prompts)
@@ -124,21 +127,24 @@ class CvTUpStage(nn.Module):
 
     The fusion (``fuse``: :class:`ResidualConvBlock`, a k3 conv with a 1x1x1
     residual) maps the concatenation [upsampled, skip] back to ``out_channels``
-    before the tokens enter the transformer blocks.
+    before the tokens enter the transformer blocks.  Also a VPT prompt site
+    (the paper's Table 6 prompts the decoder too).
     """
 
     def __init__(
-        self, in_channels: int, skip_channels: int, out_channels: int, depth: int, num_heads: int, mlp_ratio: float = 4.0
+        self, in_channels: int, skip_channels: int, out_channels: int, depth: int, num_heads: int,
+        mlp_ratio: float = 4.0, prompt_tokens: int = 8,
     ) -> None:
         super().__init__()
         self.up = nn.ConvTranspose3d(in_channels, out_channels, kernel_size=2, stride=2)
         self.fuse = ResidualConvBlock(out_channels + skip_channels, out_channels)
         self.embed_norm = nn.LayerNorm(out_channels)
         self.blocks = nn.ModuleList(CvTBlock(out_channels, num_heads, mlp_ratio) for _ in range(depth))
+        mark_prompt_site(self, out_channels, prompt_tokens)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.fuse(torch.cat([self.up(x), skip], dim=1))
-        return _run_blocks(self.blocks, x, self.embed_norm, None)
+        return _run_blocks(self.blocks, x, self.embed_norm, self.prompts)
 
 
 class ConvNormAct(nn.Module):
