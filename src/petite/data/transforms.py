@@ -183,6 +183,15 @@ def _item_path(item: Mapping[str, Any]) -> str:
     return item["frames"] if "frames" in item else item["short"]
 
 
+def split_crop_size(datalist: Mapping[str, Any], split: str) -> tuple[int, ...]:
+    """Training crop for a split: :func:`choose_crop_size` of its smallest volume (from headers)."""
+    entries = datalist.get(split, [])
+    if not entries:
+        raise UserError(f"split {split!r} of the datalist is empty")
+    smallest = np.min([ras_shape(_item_path(entry)) for entry in entries], axis=0)
+    return choose_crop_size(tuple(int(s) for s in smallest))
+
+
 def make_dataset(
     datalist: Mapping[str, Any] | str | Path,
     split: str,
@@ -210,10 +219,7 @@ def make_dataset(
     if not items:
         raise UserError(f"split {split!r} of the datalist is empty")
     if train:
-        if crop_size is None:
-            smallest = np.min([ras_shape(_item_path(item)) for item in items], axis=0)
-            crop_size = choose_crop_size(tuple(int(s) for s in smallest))
-        transform = train_transforms(crop_size)
+        transform = train_transforms(crop_size or split_crop_size(datalist, split))
     else:
         transform = eval_transforms()
     return CacheDataset(

@@ -1,0 +1,202 @@
+"""The training engine through the CLI: pretrain -> finetune -> evaluate -> predict, resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from scipy.ndimage import gaussian_filter
+
+import petite.engine.train as train_module
+from petite.cli import main
+from petite.data.datalist import assign_splits, build_datalist, write_datalist
+from petite.data.nifti import make_affine, save_volume
+from petite.engine.config import TrainConfig
+from petite.engine.train import train
+
+SHAPE = (32, 32, 24)
+
+
+def _make_dataset(root: Path, n: int = 9, seed: int = 0) -> Path:
+    """Smooth 'long' volumes and noisy 'short' ones; splits 2/1/2/1/2 (+1 spare)."""
+    rng = np.random.default_rng(seed)
+    items = {}
+    affine = make_affine((4.0, 4.0, 4.0), SHAPE)
+    for i in range(n):
+        long = gaussian_filter(rng.random(SHAPE), 2.0) * 10 + 1
+        short = long + rng.normal(0, 0.5, SHAPE)
+        subject = f"sub{i:02d}"
+        save_volume(root / f"{subject}_short.nii.gz", short, affine)
+        save_volume(root / f"{subject}_long.nii.gz", long, affine)
+        items[subject] = {"short": str(root / f"{subject}_short.nii.gz"), "long": str(root / f"{subject}_long.nii.gz")}
+    splits = assign_splits(sorted(items), (2, 1, 2, 1, 2), seed=seed)
+    path = root / "datalist.json"
+    write_datalist(path, build_datalist(items, splits, "synthetic", seed, root))
+    return path
+
+
+@pytest.fixture(scope="module")
+def datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def _cli(*args: str) -> int:
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize("model, spec", [("unetr", "petite-unetr"), ("cvtgan", "petite-cvtgan")])
+def test_pretrain_finetune_evaluate_predict_cycle(tmp_path: Path, datalist: Path, model: str, spec: str) -> None:
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    common = ["--datalist", datalist, "--model", model, "--preset", "tiny", "--batch-size", "2", "--quiet"]
+    assert _cli("pretrain", *common, "--epochs", "2", "--lr", "1e-3", "--out", pre) == 0
+    assert (pre / "model.safetensors").is_file() and (pre / "final.json").is_file()
+    assert len((pre / "metrics.jsonl").read_text().splitlines()) == 2
+
+    assert _cli("finetune", *common, "--init", pre, "--spec", spec, "--epochs", "1", "--out", ft) == 0
+    final = json.loads((ft / "final.json").read_text())
+    assert 0 < final["percent"] < 100 and final["test"]["n"] == 2
+    assert np.isfinite(final["test"]["psnr"])
+    # The run keeps only the adapter, far smaller than the base weights.
+    assert not (ft / "model.safetensors").exists()
+    assert (ft / "adapter.safetensors").stat().st_size < (pre / "model.safetensors").stat().st_size / 5
+
+    assert _cli("evaluate", "--model", ft, "--datalist", datalist, "--split", "test", "--out", tmp_path / "eval") == 0
+    rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "subject,psnr,ssim,nrmse" and len(rows) == 3
+    # Evaluating the run folder reproduces the run's own test metrics.
+    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())["summary"]
+    assert summary["psnr"] == pytest.approx(final["test"]["psnr"], abs=1e-4)
+
+    src = Path(json.loads(datalist.read_text())["test"][0]["short"])
+    src = datalist.parent / src
+    out = tmp_path / "pred.nii.gz"
+    assert _cli("predict", src, out, "--model", ft) == 0
+    pred, ref = nib.load(out), nib.load(src)
+    assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine)
+    data = pred.get_fdata()
+    lo, hi = ref.get_fdata().min(), ref.get_fdata().max()
+    assert np.isfinite(data).all() and lo - 1e-4 <= data.min() and data.max() <= hi + 1e-4
+
+
+def test_no_ft_evaluates_the_pretrained_model(tmp_path: Path, datalist: Path) -> None:
+    pre = tmp_path / "pre"
+    assert _cli("pretrain", "--datalist", datalist, "--model", "unetr", "--preset", "tiny", "--epochs", "1",
+                "--out", pre, "--quiet") == 0
+    assert _cli("finetune", "--datalist", datalist, "--model", "unetr", "--init", pre, "--spec", "none",
+                "--out", tmp_path / "noft", "--quiet") == 0
+    final = json.loads((tmp_path / "noft" / "final.json").read_text())
+    assert final["epochs"] == 0 and final["trainable"] == 0 and final["test"]["n"] == 2
+    # Same weights, same test split: equals evaluating the pretrained checkpoint directly.
+    assert _cli("evaluate", "--model", pre, "--datalist", datalist, "--out", tmp_path / "eval") == 0
+    summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())["summary"]
+    assert summary["psnr"] == pytest.approx(final["test"]["psnr"], abs=1e-6)
+
+
+def test_predict_keeps_orientation_and_header(tmp_path: Path, datalist: Path) -> None:
+    pre = tmp_path / "pre"
+    assert _cli("pretrain", "--datalist", datalist, "--model", "cvtgan", "--preset", "tiny", "--epochs", "1",
+                "--out", pre, "--quiet") == 0
+    # An LPS volume: prediction must come back in the input's own orientation.
+    rng = np.random.default_rng(1)
+    volume = gaussian_filter(rng.random(SHAPE), 2.0) * 5
+    affine = np.diag([-3.0, -3.0, 3.0, 1.0])
+    src = tmp_path / "in" / "lps.nii.gz"
+    src.parent.mkdir()
+    nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), str(src))
+    assert _cli("predict", src.parent, tmp_path / "out", "--model", pre, "--no-merge") == 0
+    out = nib.load(tmp_path / "out" / "lps.nii.gz")
+    assert np.allclose(out.affine, affine)
+    # The GAN adds a learned residual to its input: orientation errors would decorrelate them.
+    assert np.corrcoef(out.get_fdata().ravel(), volume.ravel())[0, 1] > 0.5
+
+
+@pytest.mark.parametrize("model", ["unetr", "cvtgan"])
+def test_resume_after_interruption_gives_identical_weights(tmp_path: Path, datalist: Path, monkeypatch: pytest.MonkeyPatch, model: str) -> None:
+    def config(out: Path) -> TrainConfig:
+        return TrainConfig.load(datalist=str(datalist), out=str(out), model=model, preset="tiny", epochs=3,
+                                batch_size=2, lr=1e-3, samples_per_volume=2, val_every=2, seed=3)
+
+    train(config(tmp_path / "straight"), progress=False)
+
+    original = train_module.save_state
+
+    def save_then_die(path, model_, optimizers, schedulers, info):  # noqa: ANN001
+        original(path, model_, optimizers, schedulers, info)
+        if info["epoch"] == 1:
+            raise KeyboardInterrupt  # as if killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(train_module, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "resumed"), progress=False)
+    monkeypatch.setattr(train_module, "save_state", original)
+    with pytest.raises(Exception, match="interrupted run"):
+        train(config(tmp_path / "resumed"), progress=False)  # refuses to silently restart
+    train(config(tmp_path / "resumed"), resume=True, progress=False)
+
+    for name in ("checkpoints/last.safetensors", "model.safetensors"):
+        a, b = load_file(str(tmp_path / "straight" / name)), load_file(str(tmp_path / "resumed" / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}:{key}")
+    straight = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in straight] == [r["loss"] for r in resumed]
+
+
+def test_ddp_two_processes_match_one_process(tmp_path: Path, datalist: Path) -> None:
+    args = ["pretrain", "--datalist", str(datalist), "--model", "unetr", "--preset", "tiny", "--epochs", "2",
+            "--batch-size", "2", "--samples-per-volume", "2", "--lr", "1e-3", "--val-every", "5", "--quiet"]
+    assert _cli(*args, "--out", tmp_path / "single") == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "petite", *args, "--out", str(tmp_path / "ddp")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    single = [json.loads(x)["loss"] for x in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
+    ddp = [json.loads(x)["loss"] for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(single) == len(ddp) == 2
+    np.testing.assert_allclose(ddp, single, rtol=1e-4)
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert _cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("petite: error:"), err
+    return err
+
+
+def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, datalist: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("datalist: x.json\nout: run\nlearning_rate: 0.1\n")
+    assert "learning_rate" in _one_line_error(capsys, "pretrain", "--config", bad_yaml)
+    assert "bad.yaml" in _one_line_error(capsys, "pretrain", "--config", bad_yaml)
+    assert "not found" in _one_line_error(capsys, "pretrain", "--datalist", tmp_path / "missing.json", "--out", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    _one_line_error(capsys, "finetune", "--datalist", datalist, "--out", tmp_path / "r2")
+    _one_line_error(capsys, "pretrain", "--datalist", datalist, "--out", tmp_path / "r3", "--crop", "64,64")
+    _one_line_error(capsys, "pretrain", "--datalist", datalist, "--out", tmp_path / "r4", "--batch-size", "0")
+    _one_line_error(capsys, "pretrain", "--datalist", datalist, "--out", tmp_path / "r5", "--resume")
+    _one_line_error(capsys, "predict", tmp_path / "nope.nii.gz", tmp_path / "o.nii.gz", "--model", tmp_path)
+    _one_line_error(capsys, "finetune", "--datalist", datalist, "--init", tmp_path / "nowhere", "--out", tmp_path / "r6")
+
+
+def test_finished_run_is_not_overwritten(tmp_path: Path, datalist: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    args = ["pretrain", "--datalist", datalist, "--model", "unetr", "--preset", "tiny", "--epochs", "1", "--out", run, "--quiet"]
+    assert _cli(*args) == 0
+    before = (run / "model.safetensors").read_bytes()
+    assert "--overwrite" in _one_line_error(capsys, *args)
+    assert (run / "model.safetensors").read_bytes() == before
+    assert _cli(*args, "--overwrite", "--seed", "5") == 0
+    assert (run / "model.safetensors").read_bytes() != before
