@@ -8,21 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from petite.cli import main
 from petite.data.datalist import build_datalist, write_datalist
 from petite.data.inspect import inspect_datalist
 from petite.data.nifti import make_affine, save_volume
+from tests.cli_runner import run_cli
 
 SHAPE = (12, 10, 8)
 AFFINE = make_affine((2.0, 2.0, 2.5), SHAPE)
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exc.value.code or 0, captured.out, captured.err
 
 
 def _write(root: Path, splits: dict[str, int], tweak=None) -> Path:
@@ -48,14 +42,14 @@ def _write(root: Path, splits: dict[str, int], tweak=None) -> Path:
 
 def test_check_reports_counts_shapes_spacings_and_stats(tmp_path, capsys) -> None:
     path = _write(tmp_path, {"pretrain_train": 3, "finetune_train": 2, "test": 1})
-    code, out, _ = _run(["data", "check", str(path)], capsys)
+    code, out, _ = run_cli(["data", "check", str(path)], capsys)
     assert code == 0
     assert "pretrain_train: 3 subjects" in out and "finetune_train: 2 subjects" in out and "test: 1 subject\n" in out
     assert "pretrain_val: 0 subjects" in out
     assert "12x10x8 (3)" in out and "2x2x2.5 mm" in out
     assert "no problems found" in out
 
-    code, out, _ = _run(["data", "check", str(path), "--json"], capsys)
+    code, out, _ = run_cli(["data", "check", str(path), "--json"], capsys)
     report = json.loads(out)
     assert code == 0 and report["n_subjects"] == 6 and report["problems"] == []
     split = report["splits"]["pretrain_train"]
@@ -78,7 +72,7 @@ def test_check_flags_problems_without_crashing(tmp_path, capsys) -> None:
         return short, long
 
     path = _write(tmp_path, {"pretrain_train": 2, "finetune_train": 1}, tweak)
-    code, out, err = _run(["data", "check", str(path)], capsys)
+    code, out, err = run_cli(["data", "check", str(path)], capsys)
     assert code == 1 and err == ""
     assert "3 problem(s)" in out
     assert "pretrain_train/pr0: short has 1 NaN/Inf voxels" in out
@@ -103,8 +97,8 @@ def test_check_frames_items(tmp_path, capsys) -> None:
 def test_check_missing_file_is_a_user_error(tmp_path, capsys) -> None:
     path = _write(tmp_path, {"test": 2})
     (tmp_path / "te1_long.nii.gz").unlink()
-    code, out, err = _run(["data", "check", str(path)], capsys)
+    code, out, err = run_cli(["data", "check", str(path)], capsys)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "te1_long.nii.gz" in err and "not found" in err
-    code, _, err = _run(["data", "check", str(tmp_path / "nothing.json")], capsys)
+    code, _, err = run_cli(["data", "check", str(tmp_path / "nothing.json")], capsys)
     assert code == 2 and "nothing.json" in err

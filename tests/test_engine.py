@@ -15,11 +15,11 @@ from safetensors.numpy import load_file
 from scipy.ndimage import gaussian_filter
 
 import petite.engine.train as train_module
-from petite.cli import main
 from petite.data.datalist import assign_splits, build_datalist, write_datalist
 from petite.data.nifti import make_affine, save_volume
 from petite.engine.config import TrainConfig
 from petite.engine.train import train
+from tests.cli_runner import run_cli
 
 SHAPE = (32, 32, 24)
 
@@ -47,23 +47,17 @@ def datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _make_dataset(tmp_path_factory.mktemp("data"))
 
 
-def _cli(*args: str) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 @pytest.mark.parametrize("model, spec", [("unetr", "petite-unetr"), ("cvtgan", "petite-cvtgan")])
 def test_pretrain_finetune_evaluate_predict_cycle(tmp_path: Path, datalist: Path, model: str, spec: str) -> None:
     pre, ft = tmp_path / "pre", tmp_path / "ft"
     common = ["--datalist", datalist, "--model", model, "--preset", "tiny", "--batch-size", "2", "--quiet"]
-    assert _cli("pretrain", *common, "--epochs", "2", "--lr", "1e-3", "--out", pre) == 0
+    assert run_cli(["pretrain", *common, "--epochs", "2", "--lr", "1e-3", "--out", pre]).code == 0
     assert (pre / "model.safetensors").is_file() and (pre / "final.json").is_file()
     assert len((pre / "metrics.jsonl").read_text().splitlines()) == 2
 
-    assert _cli("finetune", *common, "--init", pre, "--spec", spec, "--epochs", "1", "--out", ft) == 0
+    assert run_cli(["finetune", *common, "--init", pre, "--spec", spec, "--epochs", "1", "--out", ft]).code == 0
     final = json.loads((ft / "final.json").read_text())
     assert 0 < final["percent"] < 100 and final["test"]["n"] == 2
     assert np.isfinite(final["test"]["psnr"])
@@ -71,7 +65,7 @@ def test_pretrain_finetune_evaluate_predict_cycle(tmp_path: Path, datalist: Path
     assert not (ft / "model.safetensors").exists()
     assert (ft / "adapter.safetensors").stat().st_size < (pre / "model.safetensors").stat().st_size / 5
 
-    assert _cli("evaluate", "--model", ft, "--datalist", datalist, "--split", "test", "--out", tmp_path / "eval") == 0
+    assert run_cli(["evaluate", "--model", ft, "--datalist", datalist, "--split", "test", "--out", tmp_path / "eval"]).code == 0
     rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()
     assert rows[0] == "subject,psnr,ssim,nrmse" and len(rows) == 3
     # Evaluating the run folder reproduces the run's own test metrics.
@@ -81,7 +75,7 @@ def test_pretrain_finetune_evaluate_predict_cycle(tmp_path: Path, datalist: Path
     src = Path(json.loads(datalist.read_text())["test"][0]["short"])
     src = datalist.parent / src
     out = tmp_path / "pred.nii.gz"
-    assert _cli("predict", src, out, "--model", ft) == 0
+    assert run_cli(["predict", src, out, "--model", ft]).code == 0
     pred, ref = nib.load(out), nib.load(src)
     assert pred.shape == ref.shape and np.allclose(pred.affine, ref.affine)
     data = pred.get_fdata()
@@ -91,22 +85,22 @@ def test_pretrain_finetune_evaluate_predict_cycle(tmp_path: Path, datalist: Path
 
 def test_no_ft_evaluates_the_pretrained_model(tmp_path: Path, datalist: Path) -> None:
     pre = tmp_path / "pre"
-    assert _cli("pretrain", "--datalist", datalist, "--model", "unetr", "--preset", "tiny", "--epochs", "1",
-                "--out", pre, "--quiet") == 0
-    assert _cli("finetune", "--datalist", datalist, "--model", "unetr", "--init", pre, "--spec", "none",
-                "--out", tmp_path / "noft", "--quiet") == 0
+    assert run_cli(["pretrain", "--datalist", datalist, "--model", "unetr", "--preset", "tiny", "--epochs", "1",
+                "--out", pre, "--quiet"]).code == 0
+    assert run_cli(["finetune", "--datalist", datalist, "--model", "unetr", "--init", pre, "--spec", "none",
+                "--out", tmp_path / "noft", "--quiet"]).code == 0
     final = json.loads((tmp_path / "noft" / "final.json").read_text())
     assert final["epochs"] == 0 and final["trainable"] == 0 and final["test"]["n"] == 2
     # Same weights, same test split: equals evaluating the pretrained checkpoint directly.
-    assert _cli("evaluate", "--model", pre, "--datalist", datalist, "--out", tmp_path / "eval") == 0
+    assert run_cli(["evaluate", "--model", pre, "--datalist", datalist, "--out", tmp_path / "eval"]).code == 0
     summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())["summary"]
     assert summary["psnr"] == pytest.approx(final["test"]["psnr"], abs=1e-6)
 
 
 def test_predict_keeps_orientation_and_header(tmp_path: Path, datalist: Path) -> None:
     pre = tmp_path / "pre"
-    assert _cli("pretrain", "--datalist", datalist, "--model", "cvtgan", "--preset", "tiny", "--epochs", "1",
-                "--out", pre, "--quiet") == 0
+    assert run_cli(["pretrain", "--datalist", datalist, "--model", "cvtgan", "--preset", "tiny", "--epochs", "1",
+                "--out", pre, "--quiet"]).code == 0
     # An LPS volume: prediction must come back in the input's own orientation.
     rng = np.random.default_rng(1)
     volume = gaussian_filter(rng.random(SHAPE), 2.0) * 5
@@ -114,7 +108,7 @@ def test_predict_keeps_orientation_and_header(tmp_path: Path, datalist: Path) ->
     src = tmp_path / "in" / "lps.nii.gz"
     src.parent.mkdir()
     nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), str(src))
-    assert _cli("predict", src.parent, tmp_path / "out", "--model", pre, "--no-merge") == 0
+    assert run_cli(["predict", src.parent, tmp_path / "out", "--model", pre, "--no-merge"]).code == 0
     out = nib.load(tmp_path / "out" / "lps.nii.gz")
     assert np.allclose(out.affine, affine)
     # The GAN adds a learned residual to its input: orientation errors would decorrelate them.
@@ -157,7 +151,7 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path: Path, datal
 def test_ddp_two_processes_match_one_process(tmp_path: Path, datalist: Path) -> None:
     args = ["pretrain", "--datalist", str(datalist), "--model", "unetr", "--preset", "tiny", "--epochs", "2",
             "--batch-size", "2", "--samples-per-volume", "2", "--lr", "1e-3", "--val-every", "5", "--quiet"]
-    assert _cli(*args, "--out", tmp_path / "single") == 0
+    assert run_cli([*args, "--out", tmp_path / "single"]).code == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "petite", *args, "--out", str(tmp_path / "ddp")]
@@ -170,8 +164,9 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path, datalist: Path) -> 
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    assert _cli(*args) == 2
-    err = capsys.readouterr().err.strip()
+    result = run_cli(list(args), capsys)
+    assert result.code == 2
+    err = result.err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("petite: error:"), err
     return err
 
@@ -194,9 +189,9 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, datalist: Path, cap
 def test_finished_run_is_not_overwritten(tmp_path: Path, datalist: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     args = ["pretrain", "--datalist", datalist, "--model", "unetr", "--preset", "tiny", "--epochs", "1", "--out", run, "--quiet"]
-    assert _cli(*args) == 0
+    assert run_cli([*args]).code == 0
     before = (run / "model.safetensors").read_bytes()
     assert "--overwrite" in _one_line_error(capsys, *args)
     assert (run / "model.safetensors").read_bytes() == before
-    assert _cli(*args, "--overwrite", "--seed", "5") == 0
+    assert run_cli([*args, "--overwrite", "--seed", "5"]).code == 0
     assert (run / "model.safetensors").read_bytes() != before

@@ -10,9 +10,9 @@ import torch
 from scipy import ndimage
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
-from petite.cli import main
 from petite.data.nifti import make_affine, save_volume
 from petite.metrics import compute_metrics, nrmse, psnr, scale_unit, ssim
+from tests.cli_runner import run_cli
 
 
 def _noisy_smooth(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,12 +94,6 @@ def test_compute_metrics_accepts_tensors_and_items() -> None:
         compute_metrics(pred, target[:-1])
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 def test_metrics_cli_scales_and_matches_library(tmp_path, capsys) -> None:
@@ -108,7 +102,7 @@ def test_metrics_cli_scales_and_matches_library(tmp_path, capsys) -> None:
     # Raw intensities on different scales: the CLI must scale each by its own min/max.
     save_volume(tmp_path / "pred.nii.gz", 7000 * pred + 10, affine)
     save_volume(tmp_path / "target.nii.gz", 300 * target + 1, affine)
-    code, out, _ = _run(["metrics", str(tmp_path / "pred.nii.gz"), str(tmp_path / "target.nii.gz"), "--json"], capsys)
+    code, out, _ = run_cli(["metrics", str(tmp_path / "pred.nii.gz"), str(tmp_path / "target.nii.gz"), "--json"], capsys)
     assert code == 0
     result = json.loads(out)
     assert list(result) == ["psnr", "ssim", "nrmse"]
@@ -117,13 +111,13 @@ def test_metrics_cli_scales_and_matches_library(tmp_path, capsys) -> None:
         assert result[key] == pytest.approx(expected[key], rel=1e-4)
 
     argv = ["metrics", str(tmp_path / "pred.nii.gz"), str(tmp_path / "target.nii.gz"), "--no-scale", "--ssim-window", "gaussian"]
-    code, out, _ = _run(argv, capsys)
+    code, out, _ = run_cli(argv, capsys)
     assert code == 0 and "PSNR" in out and "SSIM" in out and "NRMSE" in out
 
 
 def test_metrics_cli_shape_mismatch(tmp_path, capsys) -> None:
     save_volume(tmp_path / "a.nii.gz", np.random.default_rng(0).random((10, 10, 10)), np.eye(4))
     save_volume(tmp_path / "b.nii.gz", np.random.default_rng(1).random((10, 10, 9)), np.eye(4))
-    code, out, err = _run(["metrics", str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")], capsys)
+    code, out, err = run_cli(["metrics", str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")], capsys)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "a.nii.gz" in err and "shape" in err

@@ -20,6 +20,7 @@ from petite.models import (
     role_modules,
 )
 from petite.models.unetr import load_monai_unetr_state_dict, skip_layers
+from tests.cli_runner import run_cli
 
 NORM_TYPES = (nn.LayerNorm, nn.InstanceNorm3d, nn.BatchNorm3d)
 CONV_TYPES = (nn.Conv3d, nn.ConvTranspose3d)
@@ -261,28 +262,20 @@ def test_swin_unetr_any_shape(shape) -> None:
 # ---------------------------------------------------------------- CLI
 
 
-def run_cli(argv: list[str]) -> int:
-    from petite.cli import main
-
-    try:
-        main(argv)
-    except SystemExit as exit_info:
-        return int(exit_info.code or 0)
-    return 0
 
 
 def test_cli_model_info_json(capsys) -> None:
-    assert run_cli(["model", "info", "unetr", "--preset", "paper", "--json"]) == 0
+    assert run_cli(["model", "info", "unetr", "--preset", "paper", "--json"]).code == 0
     data = json.loads(capsys.readouterr().out)
     assert data == {"total": 101_670_049, "components": {"encoder": 88_224_000, "decoder": 13_446_049}}
 
 
 def test_cli_model_info_text_and_errors(capsys) -> None:
-    assert run_cli(["model", "info", "cvtgan", "--preset", "tiny"]) == 0
+    assert run_cli(["model", "info", "cvtgan", "--preset", "tiny"]).code == 0
     out = capsys.readouterr().out
     for word in ("total", "encoder", "decoder", "discriminator", "other"):
         assert word in out
     for argv in (["model", "info", "nope"], ["model", "info", "unetr", "--preset", "huge"]):
-        assert run_cli(argv) == 2
+        assert run_cli(argv).code == 2
         err = capsys.readouterr().err
         assert err.startswith("petite: error:") and len(err.strip().splitlines()) == 1

@@ -6,21 +6,13 @@ import json
 
 import pytest
 
-from petite.cli import main
+from tests.cli_runner import run_cli
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_info_paper_unetr_petite_is_under_one_percent(capsys) -> None:
-    code, out, _ = _run(["peft", "info", "unetr", "--preset", "paper", "--spec", "petite-unetr", "--json"], capsys)
+    code, out, _ = run_cli(["peft", "info", "unetr", "--preset", "paper", "--spec", "petite-unetr", "--json"], capsys)
     assert code == 0
     info = json.loads(out)
     assert info["total"] == 101_670_049  # the reference UNETR, before PEFT modules
@@ -33,18 +25,18 @@ def test_info_paper_unetr_petite_is_under_one_percent(capsys) -> None:
 def test_info_text_and_yaml_spec(capsys, tmp_path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text("spec: encoder=vpt:tokens=8/32,decoder=lora,bitfit\n")
-    code, out, _ = _run(["peft", "info", "cvtgan", "-p", "tiny", "-s", str(spec)], capsys)
+    code, out, _ = run_cli(["peft", "info", "cvtgan", "-p", "tiny", "-s", str(spec)], capsys)
     assert code == 0
     assert "per component" in out and "vpt" in out and "%" in out
-    code, out, _ = _run(["peft", "info", "cvtgan", "-p", "tiny", "-s", "full", "--json"], capsys)
+    code, out, _ = run_cli(["peft", "info", "cvtgan", "-p", "tiny", "-s", "full", "--json"], capsys)
     info = json.loads(out)
     assert info["percent"] == pytest.approx(100.0)  # the frozen discriminator is not in the base
 
 
 def test_combos(capsys) -> None:
-    code, out, _ = _run(["peft", "combos", "unetr", "--json"], capsys)
+    code, out, _ = run_cli(["peft", "combos", "unetr", "--json"], capsys)
     assert code == 0 and len(json.loads(out)) == 9
-    code, out, _ = _run(["peft", "combos", "cvtgan"], capsys)
+    code, out, _ = run_cli(["peft", "combos", "cvtgan"], capsys)
     assert code == 0 and "encoder=vpt:tokens=8/32,decoder=lora,bitfit" in out
 
 
@@ -58,5 +50,5 @@ def test_combos(capsys) -> None:
     ],
 )
 def test_bad_input_is_one_line_exit_2(argv: list[str], capsys) -> None:
-    code, out, err = _run(argv, capsys)
+    code, out, err = run_cli(argv, capsys)
     assert code == 2 and err.startswith("petite: error:") and err.count("\n") == 1

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from petite.cli import main
 from petite.data.datalist import SPLITS, read_datalist
 from petite.data.nifti import make_affine, save_volume
+from tests.cli_runner import run_cli
 
 SHAPE = (12, 11, 10)
 AFFINE = make_affine((2.0, 2.0, 2.5), SHAPE)
@@ -39,19 +39,13 @@ def _pairs_dir(root: Path, n_subjects: int = 5) -> Path:
     return folder
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exc.value.code or 0, captured.out, captured.err
 
 
 def test_frames_dir_builds_datalist(tmp_path, capsys) -> None:
     folder = _frames_dir(tmp_path)
     out = tmp_path / "datalist.json"
     args = ["prepare", "--frames-dir", str(folder), "--scanner", "adni", "--seed", "3", "--split-sizes", "2,1,1,1,1"]
-    code, stdout, _ = _run([*args, "--out", str(out)], capsys)
+    code, stdout, _ = run_cli([*args, "--out", str(out)], capsys)
     assert code == 0 and "6 subjects" in stdout
     raw = json.loads(out.read_text())
     assert raw["scanner"] == "adni" and raw["seed"] == 3
@@ -65,17 +59,17 @@ def test_frames_dir_builds_datalist(tmp_path, capsys) -> None:
     assert all(Path(e["frames"]).is_file() for s in SPLITS for e in datalist[s])
     # Same seed, same splits; another seed shuffles differently.
     out2 = tmp_path / "again.json"
-    _run([*args, "--out", str(out2)], capsys)
+    run_cli([*args, "--out", str(out2)], capsys)
     assert {s: raw[s] for s in SPLITS} == {s: json.loads(out2.read_text())[s] for s in SPLITS}
     out3 = tmp_path / "other.json"
-    _run(["prepare", "--frames-dir", str(folder), "--out", str(out3), "--seed", "4", "--split-sizes", "2,1,1,1,1"], capsys)
+    run_cli(["prepare", "--frames-dir", str(folder), "--out", str(out3), "--seed", "4", "--split-sizes", "2,1,1,1,1"], capsys)
     assert {s: raw[s] for s in SPLITS} != {s: json.loads(out3.read_text())[s] for s in SPLITS}
 
 
 def test_pairs_dir_and_csv_with_explicit_splits(tmp_path, capsys) -> None:
     folder = _pairs_dir(tmp_path)
     out = tmp_path / "pairs.json"
-    code, _, _ = _run(["prepare", "--pairs-dir", str(folder), "--out", str(out), "--split-sizes", "1,1,1,1,1"], capsys)
+    code, _, _ = run_cli(["prepare", "--pairs-dir", str(folder), "--out", str(out), "--split-sizes", "1,1,1,1,1"], capsys)
     assert code == 0
     datalist = read_datalist(out)
     assert sum(len(datalist[s]) for s in SPLITS) == 5
@@ -92,7 +86,7 @@ def test_pairs_dir_and_csv_with_explicit_splits(tmp_path, capsys) -> None:
         + "\n"
     )
     out = tmp_path / "csv.json"
-    code, _, _ = _run(["prepare", "--csv", str(csv), "--out", str(out)], capsys)
+    code, _, _ = run_cli(["prepare", "--csv", str(csv), "--out", str(out)], capsys)
     assert code == 0
     datalist = read_datalist(out)
     assert [e["subject"] for e in datalist["test"]] == ["p0", "p4"]
@@ -230,7 +224,7 @@ BAD = {
 def test_bad_input_is_refused_and_nothing_written(case: str, tmp_path, capsys) -> None:
     args, bad = BAD[case](tmp_path)
     out = tmp_path / "out" / "datalist.json"
-    code, stdout, stderr = _run(["prepare", *args, "--out", str(out), "--split-sizes", "1,0,1,0,1"], capsys)
+    code, stdout, stderr = run_cli(["prepare", *args, "--out", str(out), "--split-sizes", "1,0,1,0,1"], capsys)
     assert code == 2
     assert stderr.count("\n") == 1 and stderr.startswith("petite: error: ")
     assert str(bad) in stderr, stderr
@@ -241,11 +235,11 @@ def test_bad_input_is_refused_and_nothing_written(case: str, tmp_path, capsys) -
 def test_usage_errors(tmp_path, capsys) -> None:
     folder = _frames_dir(tmp_path, 2)
     out = tmp_path / "dl.json"
-    code, _, err = _run(["prepare", "--frames-dir", str(folder), "--pairs-dir", str(folder), "--out", str(out)], capsys)
+    code, _, err = run_cli(["prepare", "--frames-dir", str(folder), "--pairs-dir", str(folder), "--out", str(out)], capsys)
     assert code == 2 and "exactly one" in err
-    code, _, err = _run(["prepare", "--frames-dir", str(folder), "--out", str(out), "--split-sizes", "1,2"], capsys)
+    code, _, err = run_cli(["prepare", "--frames-dir", str(folder), "--out", str(out), "--split-sizes", "1,2"], capsys)
     assert code == 2 and "split sizes" in err
-    code, _, err = _run(["prepare", "--frames-dir", str(tmp_path / "nope"), "--out", str(out)], capsys)
+    code, _, err = run_cli(["prepare", "--frames-dir", str(tmp_path / "nope"), "--out", str(out)], capsys)
     assert code == 2 and "nope" in err
     assert not out.exists()
 

@@ -15,6 +15,7 @@ from petite.data.nifti import voxel_spacing
 from petite.data.scanners import get_scanner
 from petite.data.simulate import ReconSettings, SimulationRequest, run_simulation, simulate_subject, subject_phantom
 from petite.errors import UserError
+from tests.cli_runner import run_cli
 
 SEED = 3
 TINY = get_scanner("tiny")
@@ -126,10 +127,6 @@ def test_existing_simulation_is_refused_without_overwrite(dataset: Path) -> None
     _request(dataset, overwrite=True).validate()
 
 
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
-        main(["simulate", *args])
-    return int(info.value.code), capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -150,7 +147,7 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(
     bad_yaml.write_text("scanners:\n  - {id: z, shape: [8, 8, 8], spacing: [1, 1, 1], fwhm_mm: 1, counts: -5}\n")
     out = tmp_path / "out"
     args = [str(bad_yaml) if a == "BADYAML" else a for a in args]
-    code, err = _cli([*args, "--out", str(out)], capsys)
+    code, _, err = run_cli(["simulate", *[*args, "--out", str(out)]], capsys)
     assert code == 2 and message in err
     assert err.count("\n") == 1 and err.startswith("petite: error:")
     assert not out.exists()
@@ -161,10 +158,10 @@ def test_cli_refuses_a_file_as_output_and_an_existing_simulation(
 ) -> None:
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    code, err = _cli(["--scanners", "tiny", "--subjects", "1", "--out", str(a_file)], capsys)
+    code, _, err = run_cli(["simulate", *["--scanners", "tiny", "--subjects", "1", "--out", str(a_file)]], capsys)
     assert code == 2 and "is a file" in err and a_file.read_text() == "x"
     before = sorted(p.name for p in (dataset / "scannertiny").iterdir())
-    code, err = _cli(["--scanners", "tiny", "--subjects", "1", "--out", str(dataset)], capsys)
+    code, _, err = run_cli(["simulate", *["--scanners", "tiny", "--subjects", "1", "--out", str(dataset)]], capsys)
     assert code == 2 and "--overwrite" in err
     assert sorted(p.name for p in (dataset / "scannertiny").iterdir()) == before
 
