@@ -30,7 +30,7 @@ def cli(verbose: bool) -> None:
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `cli`.
-    from petite.cli import data, infer, metrics, model, peft, simulate, train  # noqa: F401
+    from petite.cli import data, demo, infer, metrics, model, peft, simulate, train  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -183,10 +183,28 @@ def _global_mean(value: torch.Tensor, world: int) -> float:
     return float(value)
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start this run's peak-memory count (CUDA allocator; on Linux, the process's peak RSS)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set size
+    except OSError:
+        pass  # not Linux: the process's lifetime peak is reported instead
+
+
 def _peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated, or on the CPU the peak resident set size, in MiB."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # reported in KiB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class Trainer:
@@ -262,10 +280,12 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     model, crop = _build(cfg, datalist)
     cfg.crop_size = list(crop)  # resolved, so config.yaml records the sliding-window size too
     table = _fill_hparams(cfg, model.config["name"], spec)
+    cfg.validate()  # the filled-in values must be ones config.yaml can be reloaded with
     resuming = _prepare_run(run, cfg, resume, overwrite) if rank == 0 else resume
     if world > 1:
         dist.barrier()
     device = resolve_device(cfg.device)
+    _reset_peak_memory(device)
 
     # What trains: everything when pre-training; the spec's tensors when fine-tuning.
     if pretraining:
@@ -277,7 +297,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
         peft = apply_spec(model, spec)
         # Tensors that cannot reach the loss are neither trained nor counted (BRIEF section 9).
         probe = torch.rand(1, model.config.get("in_channels", 1), *crop)
-        dead = prune_dead(model, probe) if peft.trainable else []
+        dead = prune_dead(model, probe)
         if dead:
             log.info("froze %d tensors that get no gradient: %s", len(dead), ", ".join(dead[:5]))
         info = peft_summary(model, peft)

@@ -82,6 +82,8 @@ def dead_parameters(
             if "lora_B" in name and not p.any():
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 1e-2)
     named = [(n, p) for n, p in probe.named_parameters() if p.requires_grad]
+    if not named:
+        return []
     out = probe(inputs.double())
     if loss_fn is None:
         loss = (out * torch.randn(out.shape, generator=gen, dtype=out.dtype).to(out.device)).sum()

@@ -60,7 +60,7 @@ _TABLE3: dict[str, dict[str, Any]] = {
         "weight_decay": {"full": 1e-5, "layernorm": 1e-5, "bitfit": 1e-5, "lora": 1e-4, "adapter": 1e-4,
                          "vpt": 1e-5, "ssf": 1e-5, "petite": 1e-5},
         "optimizer": {"full": "adamw", "peft": "adamw"},
-        "schedule": {"full": "warmup_cosine", "peft": "cosine"},
+        "schedule": {"full": "warmup-cosine", "peft": "cosine"},
     },
 }
 

@@ -1,0 +1,73 @@
+"""`petite demo`: the quick end-to-end run, and the demo's building blocks."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from petite.data.scanners import BUILTIN_SCANNERS, load_scanner_file
+from petite.demo import demo_scanners, format_table, half_resolution, run_demo
+from petite.errors import UserError
+
+METHODS = ("No-FT", "Full-FT", "PETITE")
+
+
+def _petite(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    code = "import sys; from petite.cli import main; main(sys.argv[1:])"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_half_resolution_keeps_field_of_view_and_parameters():
+    source, target = demo_scanners()
+    assert (source.id, target.id) == ("1h", "4h")
+    assert source.shape == (96, 96, 68) and target.shape == (64, 64, 45)
+    for half, full in ((source, BUILTIN_SCANNERS["1"]), (target, BUILTIN_SCANNERS["4"])):
+        for n_half, s_half, n, s in zip(half.shape, half.spacing, full.shape, full.spacing):
+            assert abs(n_half * s_half - n * s) <= s  # same field of view up to the rounding of odd grids
+        assert (half.vendor, half.site, half.fwhm_mm, half.counts) == (full.vendor, full.site, full.fwhm_mm, full.counts)
+    odd = half_resolution(BUILTIN_SCANNERS["5"])
+    assert odd.shape == (64, 64, 32) and odd.id == "5h"
+
+
+def test_format_table_lists_every_row():
+    row = dict(method="PETITE", percent=0.51, psnr=30.0, psnr_std=0.1, ssim=0.9, ssim_std=0.01, nrmse=0.03,
+               nrmse_std=0.001, step_time_s=1.5, peak_memory_mb=900.0)
+    text, md = format_table([row, dict(row, method="No-FT", percent=None, step_time_s=None)])
+    assert "30.00 ± 0.10" in text and "0.51" in text
+    assert md.count("\n") == 3 and md.startswith("| Method")
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = _petite("demo", "--quick", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    stdout = result.stdout
+    for stage in ("simulate", "pretrain", "fine-tune No-FT", "fine-tune Full-FT", "fine-tune PETITE", "report"):
+        assert stage in stdout
+    assert "Total time:" in stdout and "half-resolution" in stdout
+
+    report = out / "report"
+    table = (report / "table.md").read_text()
+    results = json.loads((report / "results.json").read_text())
+    rows = {row["method"]: row for row in results["rows"]}
+    for method in METHODS:
+        assert f"| {method} |" in table
+        assert method in stdout
+        for key in ("psnr", "ssim", "nrmse"):
+            assert math.isfinite(rows[method][key]) and math.isfinite(rows[method][f"{key}_std"])
+    assert rows["Full-FT"]["percent"] == pytest.approx(100.0)
+    assert 0 < rows["PETITE"]["percent"] < 5
+    assert rows["Full-FT"]["step_time_s"] > 0 and rows["PETITE"]["peak_memory_mb"] > 0
+    png = report / "error_maps.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert results["figure"]["columns"][1:4] == list(METHODS)
+    # The scanner file is the documented user path to the same scanners.
+    assert set(load_scanner_file(out / "scanners.yaml")) == {"1h", "4h"}
+
+    # A second run refuses to clobber the first one without --overwrite, before doing anything.
+    with pytest.raises(UserError, match="--overwrite"):
+        run_demo(out, quick=True, echo=lambda line: None)
