@@ -35,7 +35,7 @@ def test_half_resolution_keeps_field_of_view_and_parameters():
 
 def test_format_table_lists_every_row():
     row = dict(method="PETITE", percent=0.51, psnr=30.0, psnr_std=0.1, ssim=0.9, ssim_std=0.01, nrmse=0.03,
-               nrmse_std=0.001, step_time_s=1.5, peak_memory_mb=900.0)
+               nrmse_std=0.001, step_time_s=1.5, peak_memory_added_mb=900.0)
     text, md = format_table([row, dict(row, method="No-FT", percent=None, step_time_s=None)])
     assert "30.00 ± 0.10" in text and "0.51" in text
     assert md.count("\n") == 3 and md.startswith("| Method")
@@ -61,7 +61,7 @@ def test_quick_demo_end_to_end(tmp_path):
             assert math.isfinite(rows[method][key]) and math.isfinite(rows[method][f"{key}_std"])
     assert rows["Full-FT"]["percent"] == pytest.approx(100.0)
     assert 0 < rows["PETITE"]["percent"] < 5
-    assert rows["Full-FT"]["step_time_s"] > 0 and rows["PETITE"]["peak_memory_mb"] > 0
+    assert rows["Full-FT"]["step_time_s"] > 0 and rows["PETITE"]["peak_memory_added_mb"] > 0
     png = report / "error_maps.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["figure"]["columns"][1:4] == list(METHODS)

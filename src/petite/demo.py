@@ -78,10 +78,9 @@ class DemoSize:
         return math.ceil(n_volumes * samples / self.batch_size) * epochs
 
 
-# Sized for 2 CPU cores: about 4-6 minutes on idle cores, 15-22 minutes measured on cores shared
-# with other jobs (load average 3-5); see the docstring of run_demo.
+# Sized for 2 CPU cores: 4.0 minutes measured on idle cores (load average < 2); see run_demo.
 FULL = DemoSize(preset="small", crop=(32, 32, 32), source_splits=(8, 0, 0, 0, 0), target_splits=(0, 0, 4, 2, 4),
-                batch_size=2, pretrain_epochs=5, pretrain_samples=8, finetune_epochs=4, finetune_samples=8,
+                batch_size=2, pretrain_epochs=15, pretrain_samples=8, finetune_epochs=10, finetune_samples=8,
                 finetune_val_every=2)
 QUICK = DemoSize(preset="tiny", crop=(32, 32, 32), source_splits=(2, 0, 0, 0, 0), target_splits=(0, 0, 2, 1, 2),
                  batch_size=2, pretrain_epochs=2, pretrain_samples=1, finetune_epochs=2, finetune_samples=1,
@@ -153,7 +152,7 @@ def _fmt(mean: float | None, std: float | None, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
 
 
-TABLE_COLUMNS = ("Method", "% trainable", "PSNR (dB)", "SSIM", "NRMSE", "Step time (s)", "Peak memory (MB)")
+TABLE_COLUMNS = ("Method", "% trainable", "PSNR (dB)", "SSIM", "NRMSE", "Step time (s)", "Peak memory added (MB)")
 
 
 def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
@@ -162,7 +161,7 @@ def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     for row in rows:
         pct = "-" if row.get("percent") is None else f"{row['percent']:.2f}"
         step = "-" if row.get("step_time_s") is None else f"{row['step_time_s']:.2f}"
-        mem = "-" if row.get("peak_memory_mb") is None else f"{row['peak_memory_mb']:.0f}"
+        mem = "-" if row.get("peak_memory_added_mb") is None else f"{row['peak_memory_added_mb']:.0f}"
         cells.append([row["method"], pct, _fmt(row["psnr"], row["psnr_std"], 2), _fmt(row["ssim"], row["ssim_std"], 3),
                       _fmt(row["nrmse"], row["nrmse_std"], 4), step, mem])
     widths = [max(len(str(c)) for c in col) for col in zip(TABLE_COLUMNS, *cells)]
@@ -180,21 +179,21 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
 
     Full size (``quick=False``): 8 subjects on scanner 1h (all pre-training) and 10 on scanner 4h
     (4 fine-tuning, 2 validation, 4 test); UNETR ``small`` (about 5 M
-    parameters) on random 32^3 crops, batch 2; pre-training 5 epochs x 64
-    crops (160 steps), fine-tuning 4 epochs x 32 crops (64 steps for Full-FT
+    parameters) on random 32^3 crops, batch 2; pre-training 15 epochs x 64
+    crops (480 steps), fine-tuning 10 epochs x 32 crops (160 steps for Full-FT
     and PETITE alike), validated every 2 epochs on the 2 validation subjects
     with the best validation PSNR kept; test on whole volumes (sliding 32^3
     windows, overlap 0.5).
 
-    Sizing, measured on 2 CPU cores shared with other jobs: a training step
-    takes about 0.3 s when the cores are idle and 3-7 s under a load average
-    of 4, so the demo is sized well below the 15-minute budget on idle cores
-    (about 4-6 minutes) to survive sharing; a 64x64x32 crop costs about 4x
-    more per step than 32^3, and with the
-    same CPU time the 4x larger number of optimisation steps matters more for
-    a network this far from convergence; pre-training is not validated (a
-    whole 96x96x68 volume costs as much as ~15 training steps), so its last
-    weights are used.  The paper trains for 1000 (pre-training) and 200
+    Sizing, measured on 2 idle CPU cores: 4.0 minutes in all (simulation 21 s,
+    pre-training 125 s, Full-FT 47 s, PETITE 38 s); a training step takes
+    0.2 s.  Cores shared with other jobs slow every step many times over
+    (3-7 s per step at a load average of 4 were measured), hence the margin
+    below the 15-minute budget.  A 64x64x32 crop costs about 4x more per step
+    than 32^3; at equal CPU time the larger number of optimisation steps
+    matters more for a network this far from convergence.  Pre-training is not
+    validated (a whole 96x96x68 volume costs as much as ~15 training steps),
+    so its last weights are used.  The paper trains for 1000 (pre-training) and 200
     (fine-tuning) epochs; the demo is far from that, which it says.
     """
     from petite.data.datalist import read_datalist
@@ -294,7 +293,8 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     text, markdown = format_table(rows)
     caption = (f"Scanner {source.id} -> {target.id} (half-resolution paper scanners 1 -> 4), UNETR {size.preset}, "
                f"{size.target_splits[4]} test subjects, mean ± std over subjects; step time = median training step "
-               f"(batch {size.batch_size}, CPU); peak memory = the run's maximum resident set size. "
+               f"(batch {size.batch_size}, CPU); peak memory added = the run's peak resident set size minus "
+               f"what the process held when training started (optimiser state, gradients, activations). "
                f"Pre-training {pre_steps} steps, fine-tuning {ft_steps} steps (paper: 1000 and 200 epochs).")
     results = {
         "format": "petite-demo/1", "quick": quick, "seed": seed,
@@ -344,6 +344,7 @@ def _row(method: str, spec: str | None, test: dict[str, Any], final: dict[str, A
     final = final or {}
     row.update({"percent": final.get("percent"), "trainable": final.get("trainable"),
                 "step_time_s": final.get("step_time_s"), "peak_memory_mb": final.get("peak_memory_mb"),
+                "peak_memory_added_mb": final.get("peak_memory_added_mb"),
                 "train_time_s": final.get("time_s"), "epochs": final.get("epochs"),
                 "best_epoch": final.get("best_epoch"), "lr": (final.get("hparams") or {}).get("lr")})
     return row

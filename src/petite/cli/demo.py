@@ -14,7 +14,7 @@ from petite.cli import cli
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of data and training.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo in --out.")
 def demo(out: str, quick: bool, seed: int, overwrite: bool) -> None:
-    """End-to-end demo on half-resolution paper scanners 1 -> 4 (4-6 min on 2 idle CPU cores, longer if shared).
+    """End-to-end demo on half-resolution paper scanners 1 -> 4 (about 4 min on 2 idle CPU cores, longer if shared).
 
     Simulates scanners 1h (source) and 4h (target), pre-trains a small UNETR on
     1h, fine-tunes it on 4h with No-FT, Full-FT and PETITE, prints the

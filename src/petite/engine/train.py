@@ -183,28 +183,39 @@ def _global_mean(value: torch.Tensor, world: int) -> float:
     return float(value)
 
 
-def _reset_peak_memory(device: torch.device) -> None:
-    """Start this run's peak-memory count (CUDA allocator; on Linux, the process's peak RSS)."""
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024  # reported in KiB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_memory(device: torch.device) -> float:
+    """Start this run's peak-memory count; returns the memory in use now (MiB).
+
+    CUDA: the allocator's counters.  CPU (Linux): the peak resident set size
+    (VmHWM) is reset to the current one; elsewhere the process's lifetime peak
+    is all there is.
+    """
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return
+        return torch.cuda.memory_allocated(device) / 2**20
     try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set size
+        Path("/proc/self/clear_refs").write_text("5")
     except OSError:
-        pass  # not Linux: the process's lifetime peak is reported instead
+        pass
+    return _proc_status_mb("VmRSS") or 0.0
 
 
 def _peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated, or on the CPU the peak resident set size, in MiB."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # reported in KiB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _proc_status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Trainer:
@@ -285,7 +296,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     if world > 1:
         dist.barrier()
     device = resolve_device(cfg.device)
-    _reset_peak_memory(device)
+
+    train_set = make_dataset(datalist, cfg.train_split, train=True, cache_rate=cfg.cache_rate, crop_size=crop) if cfg.epochs else None
 
     # What trains: everything when pre-training; the spec's tensors when fine-tuning.
     if pretraining:
@@ -295,11 +307,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
         percent = 100.0
     else:
         peft = apply_spec(model, spec)
-        # Tensors that cannot reach the loss are neither trained nor counted (BRIEF section 9).
-        probe = torch.rand(1, model.config.get("in_channels", 1), *crop)
-        dead = prune_dead(model, probe)
-        if dead:
-            log.info("froze %d tensors that get no gradient: %s", len(dead), ", ".join(dead[:5]))
+        if train_set is not None and not spec.full:
+            # A PEFT tensor that cannot move the output is neither trained nor counted (BRIEF
+            # section 9); probed on a real training crop, as data decide what is dead.
+            probe = _sample(train_set, 0, cfg.seed)["short"][None]
+            dead = prune_dead(model, probe)
+            if dead:
+                log.info("froze %d tensors that get no gradient: %s", len(dead), ", ".join(dead[:5]))
         info = peft_summary(model, peft)
         trainable, percent = info["trainable"], info["percent"]
     train_disc = hasattr(model, "discriminator") and spec.full
@@ -310,7 +324,6 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
 
     if cfg.epochs and trainable == 0:
         raise UserError(f"spec {cfg.spec!r} trains nothing; use --epochs 0 to evaluate the model as it is")
-    train_set = make_dataset(datalist, cfg.train_split, train=True, cache_rate=cfg.cache_rate, crop_size=crop) if cfg.epochs else None
     has_val = bool(datalist.get(cfg.val_split))
     steps_per_epoch = len(_batches(len(train_set), cfg, 0, rank, world)) if train_set is not None else 0
     trainer = Trainer(model, cfg, train_disc, steps_per_epoch * cfg.epochs, device, world) if cfg.epochs else None
@@ -334,6 +347,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     bar = tqdm(total=steps_per_epoch * cfg.epochs, initial=steps_per_epoch * start_epoch, desc=run.root.name,
                disable=not progress or rank != 0, dynamic_ncols=True)
     step_times: list[float] = []
+    memory_at_start = _reset_peak_memory(device)  # after set-up: the peak of training and evaluation
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -396,13 +410,17 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     rows = evaluate_split(model, datalist, cfg.test_split, roi, cfg.overlap, cfg.sw_batch_size, progress=progress) \
         if datalist.get(cfg.test_split) else []
     test = write_results(run.root, rows, "test_metrics") if rows else {}
+    peak = _peak_memory_mb(device)
     final = {
         "model": cfg.model, "preset": model.config.get("preset"), "spec": spec.to_string(),
         "trainable": int(trainable), "percent": float(percent), "epochs": cfg.epochs,
         "best_epoch": best["epoch"], "best_val_psnr": best["psnr"], "test": test,
         "time_s": round(elapsed, 2), "time_per_epoch_s": round(elapsed / cfg.epochs, 3) if cfg.epochs else 0.0,
         "step_time_s": float(np.median(step_times)) if step_times else None,
-        "peak_memory_mb": round(_peak_memory_mb(device), 1), "device": str(device),
+        # Peak memory of the process during the run, and how much of it the run added over what
+        # was in use when it started (the fair comparison between runs sharing one process).
+        "peak_memory_mb": round(peak, 1), "peak_memory_added_mb": round(peak - memory_at_start, 1),
+        "device": str(device),
         "hparams": {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "optimizer": cfg.optimizer,
                     "schedule": cfg.schedule, "source": table["source"]},
         "crop_size": list(crop),
