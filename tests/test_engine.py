@@ -195,3 +195,28 @@ def test_finished_run_is_not_overwritten(tmp_path: Path, datalist: Path, capsys:
     assert (run / "model.safetensors").read_bytes() == before
     assert run_cli([*args, "--overwrite", "--seed", "5"]).code == 0
     assert (run / "model.safetensors").read_bytes() != before
+
+
+def test_tensorboard_gets_every_epoch_when_installed(tmp_path: Path, datalist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    logged: list[tuple[str, float, int]] = []
+
+    class FakeWriter:  # stands in for torch.utils.tensorboard.SummaryWriter (package not installed here)
+        def __init__(self, log_dir: str) -> None:
+            assert log_dir.endswith("tensorboard")
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            logged.append((tag, value, step))
+
+        def flush(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    cfg = TrainConfig.load(datalist=str(datalist), out=str(tmp_path / "run"), model="unetr", preset="tiny",
+                           epochs=2, lr=1e-3, val_every=1)
+    train(cfg, progress=False)
+    history = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(t, v, s) for t, v, s in logged if t == "loss"] == [("loss", h["loss"], h["epoch"]) for h in history]
+    assert {t for t, _, _ in logged} >= {"loss", "lr", "val_psnr", "val_ssim", "val_nrmse"}

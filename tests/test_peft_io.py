@@ -132,7 +132,7 @@ def test_refusals(bases: dict, tmp_path) -> None:
     with pytest.raises(UserError, match="do not match spec"):
         load_adapter(copy.deepcopy(base), folder)
 
-    with pytest.raises(UserError, match="adapter.json missing"):
+    with pytest.raises(UserError, match=r"adapter.json\) not found"):
         load_adapter(copy.deepcopy(base), tmp_path / "nowhere")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / META_FILE).write_text(json.dumps({"format": "something-else"}))

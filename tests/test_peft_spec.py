@@ -88,7 +88,7 @@ def test_yaml_errors_name_the_file(tmp_path) -> None:
     assert Spec.from_yaml(tmp_path / "s.yaml") == Spec.parse("petite-unetr")
     (tmp_path / "d.yaml").write_text(yaml.safe_dump({"methods": {"decoder": {"method": "ssf"}}, "bitfit": True}))
     assert Spec.from_yaml(tmp_path / "d.yaml") == Spec.parse("decoder=ssf,bitfit")
-    with pytest.raises(UserError, match="no such file"):
+    with pytest.raises(UserError, match="spec file not found"):
         Spec.from_yaml(tmp_path / "missing.yaml")
 
 
@@ -151,6 +151,6 @@ def test_recommended_hparams_table3() -> None:
     assert (unetr_vpt["lr"], unetr_vpt["epochs"], unetr_vpt["optimizer"]) == (1e-2, 200, "adamw")
     assert recommended_hparams("unetr", Spec.parse("lora:r=4"))["weight_decay"] == 1e-4
     assert recommended_hparams("unetr", Spec.parse("dora")) ["column"] == "lora"
-    assert recommended_hparams("unetr", Spec.parse("full"))["schedule"] == "warmup_cosine"
+    assert recommended_hparams("unetr", Spec.parse("full"))["schedule"] == "warmup-cosine"
     assert recommended_hparams("cvtgan", Spec.parse("bitfit"))["column"] == "bitfit"
     assert recommended_hparams("swin_unetr", Spec.parse("lora"))["source"].endswith("no entry for this model)")

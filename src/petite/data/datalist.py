@@ -27,7 +27,6 @@ model selection.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from petite.atomic import write_json
+from petite.documents import read_json
 from petite.errors import UserError
 
 FORMAT = "petite-datalist/1"
@@ -127,12 +127,7 @@ def write_datalist(path: str | Path, datalist: dict[str, Any]) -> None:
 def read_datalist(path: str | Path) -> dict[str, Any]:
     """Read and validate a datalist; returned item paths are absolute."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError("datalist not found", path)
-    try:
-        datalist = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"not valid JSON ({err})", path) from None
+    datalist = read_json(path, "datalist")
     if not isinstance(datalist, dict) or not any(name in datalist for name in SPLITS):
         raise UserError(f"not a datalist: expected an object with splits {', '.join(SPLITS)}", path)
     root = path.parent

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from petite.data.nifti import make_affine
+from petite.documents import read_yaml
 from petite.errors import UserError
 
 # Accepted expected total prompts of a 30-minute scan.  The paper scanners use 1e8-1e9
@@ -166,12 +166,7 @@ def load_scanner_file(path: str | Path) -> dict[str, Scanner]:
     A bare list of scanner mappings is accepted too.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError("scanner file not found", path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise UserError(f"not valid YAML ({str(err).splitlines()[0]})", path) from None
+    document = read_yaml(path, "scanner file")
     entries = document.get("scanners") if isinstance(document, dict) else document
     if not isinstance(entries, list) or not entries:
         raise UserError("expected a non-empty list under 'scanners:'", path)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from petite.documents import read_yaml
 from petite.errors import UserError
 
 OPTIMIZERS = ("adam", "adamw")
@@ -108,12 +109,7 @@ class TrainConfig:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError("config file not found", path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"invalid YAML ({str(err).splitlines()[0]})", path) from None
+    data = read_yaml(path, "config file") or {}
     if not isinstance(data, dict):
         raise UserError("config must be a mapping of key: value", path)
     return data

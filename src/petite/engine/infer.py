@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import torch
 import torch.nn as nn
-import yaml
 from monai.inferers import sliding_window_inference
 
 from petite.data.nifti import load_volume, save_volume
+from petite.documents import read_yaml
 from petite.errors import UserError
 from petite.models import load_model
 from petite.peft import load_adapter, merge
@@ -69,7 +69,7 @@ def load_predictor(model_path: str | Path, adapter: str | Path | None = None, me
         if (run / "model.safetensors").is_file():
             model_path = run / "model"
         else:
-            config = yaml.safe_load((run / "config.yaml").read_text())
+            config = read_yaml(run / "config.yaml", "run config")
             if not config.get("init"):
                 raise UserError("run folder has neither model.safetensors nor a base checkpoint", run)
             model_path = resolve_checkpoint(config["init"])
@@ -88,7 +88,7 @@ def run_crop_size(path: str | Path) -> tuple[int, int, int] | None:
     config = Path(path) / "config.yaml"
     if not config.is_file():
         return None
-    crop = (yaml.safe_load(config.read_text()) or {}).get("crop_size")
+    crop = (read_yaml(config, "run config") or {}).get("crop_size")
     return tuple(int(c) for c in crop) if crop else None  # type: ignore[return-value]
 
 

@@ -10,7 +10,6 @@ masks as an uninterrupted one and ends with identical weights.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from petite.atomic import atomic_path, write_json
+from petite.documents import read_json
 from petite.errors import UserError
 
 FORMAT = "petite-train-state/1"
@@ -77,10 +77,10 @@ def load_state(
     """Restore what :func:`save_state` wrote into ``model``/``optimizers``/``schedulers``; return ``info``."""
     path = Path(path)
     meta_path, tensor_path = path.with_suffix(".json"), path.with_suffix(".safetensors")
+    meta = read_json(meta_path, "training state")
     try:
-        meta = json.loads(meta_path.read_text())
         tensors = load_file(str(tensor_path))
-    except (OSError, json.JSONDecodeError, SafetensorError) as err:
+    except (OSError, SafetensorError) as err:
         raise UserError(f"cannot read the training state ({err})", tensor_path) from None
     if meta.get("format") != FORMAT:
         raise UserError(f"not a {FORMAT} file", meta_path)

@@ -4,6 +4,7 @@ One function, :func:`train`, runs a configured job into a run folder:
 
     config.yaml           the resolved configuration
     metrics.jsonl         one line per epoch (loss, learning rate, validation metrics, time)
+    tensorboard/          the same curves, when the tensorboard package is installed
     checkpoints/last.*    resumable state, written atomically after every epoch
     model.*               best full weights (pre-training, full fine-tuning), or
     adapter.*             best PEFT adapter (fine-tuning with a PEFT spec)
@@ -41,12 +42,12 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
 from petite.atomic import write_json, write_text
 from petite.data.datalist import read_datalist
 from petite.data.transforms import make_dataset, split_crop_size
+from petite.documents import read_yaml
 from petite.engine.config import TrainConfig
 from petite.engine.evaluate import evaluate_split, write_results
 from petite.engine.infer import inference_roi, resolve_checkpoint, resolve_device
@@ -90,7 +91,7 @@ def _prepare_run(run: Run, cfg: TrainConfig, resume: bool, overwrite: bool) -> b
     if resume:
         if not run.resumable:
             raise UserError("nothing to resume (no checkpoints/last.json)", run.root)
-        saved = yaml.safe_load(run.config.read_text())
+        saved = read_yaml(run.config, "run config")
         changed = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v)
         if changed:
             raise UserError(f"configuration differs from the interrupted run in: {', '.join(changed)}", run.config)
@@ -100,6 +101,17 @@ def _prepare_run(run: Run, cfg: TrainConfig, resume: bool, overwrite: bool) -> b
     run.root.mkdir(parents=True, exist_ok=True)
     write_text(run.config, cfg.to_yaml())
     return False
+
+
+def _tensorboard(run: Run, rank: int) -> Any:
+    """A TensorBoard writer in ``run/tensorboard`` when the tensorboard package is installed, else None."""
+    if rank != 0:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: metrics.jsonl always has the same numbers
+        return None
+    return SummaryWriter(log_dir=str(run.root / "tensorboard"))
 
 
 def _seed_everything(seed: int) -> None:
@@ -347,6 +359,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     bar = tqdm(total=steps_per_epoch * cfg.epochs, initial=steps_per_epoch * start_epoch, desc=run.root.name,
                disable=not progress or rank != 0, dynamic_ncols=True)
     step_times: list[float] = []
+    board = _tensorboard(run, rank) if cfg.epochs else None
     memory_at_start = _reset_peak_memory(device)  # after set-up: the peak of training and evaluation
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -389,6 +402,11 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
             history.append(record)
             log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                      " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+            if board is not None:
+                for key, value in record.items():
+                    if key != "epoch":
+                        board.add_scalar(key, value, epoch + 1)
+                board.flush()
             if rank == 0:
                 write_text(run.metrics, "".join(json.dumps(h) + "\n" for h in history))
                 info = {"epoch": epoch + 1, "history": history, "best": best, "elapsed": elapsed}
@@ -398,6 +416,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
         log.warning("interrupted; resumable state saved after epoch %d: rerun with --resume", len(history))
         raise
     bar.close()
+    if board is not None:
+        board.close()
 
     # Test once, with the best weights.
     if rank != 0:

@@ -15,7 +15,6 @@ reference it to name the base model they were trained on.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from petite import __version__
 from petite.atomic import atomic_path, write_json
+from petite.documents import read_json
 from petite.errors import UserError
 
 FORMAT = "petite-model"
@@ -96,12 +96,7 @@ def save_model(model: nn.Module, path: str | Path) -> tuple[Path, Path]:
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """Read and validate the JSON sidecar of the checkpoint at ``path``."""
     _, sidecar = checkpoint_paths(path)
-    if not sidecar.is_file():
-        raise UserError("checkpoint sidecar not found", sidecar)
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"unreadable checkpoint sidecar: {err}", sidecar) from err
+    meta = read_json(sidecar, "checkpoint sidecar")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
         raise UserError(f"not a {FORMAT} sidecar (missing format/config)", sidecar)
     if meta.get("format_version", 0) > FORMAT_VERSION:

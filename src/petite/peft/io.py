@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from petite.atomic import atomic_path, write_json
+from petite.documents import read_json
 from petite.errors import UserError
 from petite.peft.apply import PeftState, apply_spec, peft_state
 from petite.peft.methods import component_module_names
@@ -134,12 +135,7 @@ def save_adapter(model: nn.Module, state: PeftState | None, path: str | Path) ->
 def read_adapter_meta(path: str | Path) -> dict[str, Any]:
     """The validated ``adapter.json`` of an adapter folder."""
     meta_path = Path(path) / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise UserError("no adapter here (adapter.json missing)", meta_path) from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"not valid JSON ({err.msg})", meta_path) from None
+    meta = read_json(meta_path, "adapter metadata (adapter.json)")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError("not a petite adapter file", meta_path)
     if meta.get("version") != VERSION:

@@ -28,6 +28,7 @@ import yaml
 from torch import nn
 
 from petite.atomic import write_text
+from petite.documents import read_yaml
 from petite.errors import UserError
 from petite.peft.methods import Method, MethodConfig, component_module_names, format_value
 from petite.peft.methods.vpt import prompt_sites
@@ -170,12 +171,7 @@ class Spec:
         """Read a spec from YAML: a spec string, ``{spec: "..."}``, the :meth:`to_dict` mapping, or both
         (as :meth:`to_yaml` writes; they must agree)."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise UserError("no such file", path) from None
-        except yaml.YAMLError as err:
-            raise UserError(f"not valid YAML ({str(err).splitlines()[0]})", path) from None
+        data = read_yaml(path, "spec file")
         try:
             if isinstance(data, str):
                 return cls.parse(data)

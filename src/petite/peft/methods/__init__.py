@@ -146,9 +146,13 @@ class Method(ABC):
     def merge(self, model: nn.Module) -> None:  # noqa: B027 - optional hook
         """Fold the method into the base weights (only mergeable methods do anything)."""
 
+    def targets(self, model: nn.Module, module_names: list[str]) -> list[str]:
+        """The modules within ``module_names`` the method attaches to (methods that wrap layers say which)."""
+        return list(module_names)
+
     def is_feasible(self, model: nn.Module, module_names: list[str]) -> bool:
         """Whether the method has anything to attach to within ``module_names``."""
-        return True
+        return bool(self.targets(model, module_names))
 
 
 # --------------------------------------------------------------------------- scopes

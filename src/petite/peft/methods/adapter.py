@@ -133,9 +133,6 @@ class Adapter(Method):
             return select_modules(model, module_names, cfg.targets)
         return select_modules(model, module_names, ("mlp",)) or select_modules(model, module_names, ("conv_block",))
 
-    def is_feasible(self, model: nn.Module, module_names: list[str]) -> bool:
-        return bool(self.targets(model, module_names))
-
     def apply(self, model: nn.Module, module_names: list[str]) -> list[nn.Parameter]:
         cfg: Any = self.config
         names = self.targets(model, module_names)

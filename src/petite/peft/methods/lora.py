@@ -160,9 +160,6 @@ class Lora(Method):
         convs = select_modules(model, module_names, ("conv",), LORA_KINDS)
         return [n for n in convs if _full_rank(model.get_submodule(n)) > cfg.r]
 
-    def is_feasible(self, model: nn.Module, module_names: list[str]) -> bool:
-        return bool(self.targets(model, module_names))
-
     def apply(self, model: nn.Module, module_names: list[str]) -> list[nn.Parameter]:
         cfg: Any = self.config
         names = self.targets(model, module_names)

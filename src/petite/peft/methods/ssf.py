@@ -138,9 +138,6 @@ class SSF(Method):
         """The module names this method wraps within ``module_names``."""
         return select_modules(model, module_names, self.config.targets, SSF_KINDS)  # type: ignore[attr-defined]
 
-    def is_feasible(self, model: nn.Module, module_names: list[str]) -> bool:
-        return bool(self.targets(model, module_names))
-
     def apply(self, model: nn.Module, module_names: list[str]) -> list[nn.Parameter]:
         names = self.targets(model, module_names)
         if not names:
