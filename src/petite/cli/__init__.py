@@ -2,7 +2,8 @@
 
 Each command family lives in its own module of this package and registers its
 commands on :data:`cli`.  No logic lives here beyond turning
-:class:`petite.errors.UserError` into one line on stderr and exit status 2.
+:class:`petite.errors.UserError` into one line on stderr and exit status 2, and
+parsing the size options several commands share.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ def cli(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def parse_size(text: str | None, option: str) -> tuple[int, int, int] | None:
+    """``"64,64,32"`` -> ``(64, 64, 32)`` for size options such as ``--crop`` and ``--roi``."""
+    if text is None:
+        return None
+    try:
+        size = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise UserError(f"{option} must be three positive integers like 64,64,32, got {text!r}")
+    return size  # type: ignore[return-value]
 
 
 def _register_commands() -> None:

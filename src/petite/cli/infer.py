@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from petite.cli import cli
+from petite.cli import cli, parse_size
 
 
 @cli.command("evaluate")
@@ -29,7 +29,7 @@ def evaluate_command(model_path: str, adapter: str | None, datalist: str, split:
 
     data = read_datalist(datalist)
     model = load_predictor(model_path, adapter).to(resolve_device(device))
-    window = inference_roi(model, _parse_roi(roi) or run_crop_size(model_path))
+    window = inference_roi(model, parse_size(roi, "--roi") or run_crop_size(model_path))
     rows = evaluate_split(model, data, split, window, overlap, ssim_window=ssim_window)
     summary = write_results(out, rows)
     for row in rows:
@@ -66,21 +66,8 @@ def predict_command(src: str, dst: str, model_path: str, adapter: str | None, no
     else:
         pairs = [(source, Path(dst))]
     model = load_predictor(model_path, adapter, merged=not no_merge).to(resolve_device(device))
-    window = inference_roi(model, _parse_roi(roi) or run_crop_size(model_path))
+    window = inference_roi(model, parse_size(roi, "--roi") or run_crop_size(model_path))
     for s, d in pairs:
         predict_file(model, s, d, window, overlap)
         click.echo(f"{s} -> {d}")
 
-
-def _parse_roi(text: str | None) -> tuple[int, int, int] | None:
-    from petite.errors import UserError
-
-    if text is None:
-        return None
-    try:
-        roi = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        roi = ()
-    if len(roi) != 3 or min(roi) < 1:
-        raise UserError(f"--roi must be three positive integers like 64,64,64, got {text!r}")
-    return roi  # type: ignore[return-value]

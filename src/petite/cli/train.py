@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from petite.cli import cli
+from petite.cli import cli, parse_size
 
 
 def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,13 +44,9 @@ def _run(config: str | None, resume: bool, overwrite: bool, quiet: bool, default
          **values: Any) -> None:
     from petite.engine.config import TrainConfig
     from petite.engine.train import train
-    from petite.errors import UserError
 
-    if values.get("crop_size"):
-        try:
-            values["crop_size"] = [int(v) for v in values["crop_size"].split(",")]
-        except ValueError:
-            raise UserError(f"--crop must be three integers like 64,64,32, got {values['crop_size']!r}") from None
+    crop = parse_size(values.pop("crop_size"), "--crop")
+    values["crop_size"] = list(crop) if crop else None
     cfg = TrainConfig.load(config, defaults=defaults, **values)
     final = train(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
     if final:

@@ -64,18 +64,16 @@ def load_predictor(model_path: str | Path, adapter: str | Path | None = None, me
     DoRA and SSF are merged into the weights unless ``merged`` is False.
     """
     model_path = Path(model_path)
-    if model_path.is_dir() and (model_path / "config.yaml").is_file():
-        run = model_path
-        if (run / "model.safetensors").is_file():
-            model_path = run / "model"
-        else:
-            config = read_yaml(run / "config.yaml", "run config")
-            if not config.get("init"):
-                raise UserError("run folder has neither model.safetensors nor a base checkpoint", run)
-            model_path = resolve_checkpoint(config["init"])
-            if adapter is None and (run / "adapter.safetensors").is_file():
-                adapter = run
-    model = load_model(model_path)
+    run = model_path
+    if (run / "config.yaml").is_file() and not (run / "model.safetensors").is_file():
+        # A PEFT (or No-FT) run: its base checkpoint, plus its adapter if it trained one.
+        config = read_yaml(run / "config.yaml", "run config")
+        if not config.get("init"):
+            raise UserError("run folder has neither model.safetensors nor a base checkpoint", run)
+        model_path = Path(config["init"])
+        if adapter is None and (run / "adapter.safetensors").is_file():
+            adapter = run
+    model = load_model(resolve_checkpoint(model_path))
     if adapter is not None:
         load_adapter(model, adapter)
         if merged:
