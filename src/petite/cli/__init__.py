@@ -44,7 +44,7 @@ def parse_size(text: str | None, option: str) -> tuple[int, int, int] | None:
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `cli`.
-    from petite.cli import data, demo, infer, metrics, model, peft, simulate, train  # noqa: F401
+    from petite.cli import data, demo, infer, metrics, model, peft, report, simulate, sweep, train  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

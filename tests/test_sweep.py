@@ -1,0 +1,136 @@
+"""`petite sweep`: study expansion, resumable runs, shared pre-training, emitted jobs that run as written."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from petite.engine.study import Study
+from tests.cli_runner import run_cli
+from tests.test_engine import _make_dataset
+
+
+def _write_study(path: Path, **changes: object) -> Path:
+    study = {
+        "name": "t",
+        "data": {"datalists": {"a": "data/datalist.json"}},
+        "train": {"crop_size": [16, 16, 16], "batch_size": 2, "device": "cpu"},
+        "pretrain": {"epochs": 1},
+        "finetune": {"epochs": 1},
+        "grids": [{"name": "g", "models": ["unetr:tiny"], "pairs": ["a->a"],
+                   "methods": ["no-ft", "full-ft", {"label": "LoRA", "spec": "lora"}], "seeds": [0]}],
+    }
+    study.update(changes)
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    (root / "data").mkdir()
+    _make_dataset(root / "data")
+    return root
+
+
+def test_plan_expands_groups_and_shares_pretraining(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text("{}")
+    path = _write_study(tmp_path / "s.yaml", data={"datalists": {"a": "x.json", "b": "x.json", "c": "x.json"}}, grids=[
+        {"name": "main", "models": ["unetr:small"], "pairs": ["a->b", "a->c"],
+         "methods": ["no-ft", "full-ft", "singles", "singles+bitfit", "petite"], "seeds": [0, 1, 2]},
+        {"name": "mix", "models": ["unetr:small"], "pairs": ["a->b"], "methods": ["mix", "full-ft"], "seeds": [0]}])
+    jobs = Study.load(path).jobs(tmp_path / "out")
+    pretrain = [j for j in jobs if j.kind == "pretrain"]
+    finetune = [j for j in jobs if j.kind == "finetune"]
+    assert [j.key for j in pretrain] == ["pretrain/unetr-small/a"]
+    # per pair: No-FT once, then 3 seeds x (Full-FT + 7 singles + 6 with BitFit + PETITE); mix: 9 UNETR combos.
+    assert len(finetune) == 2 * (1 + 3 * 15) + 9
+    assert all(j.needs == ("pretrain/unetr-small/a",) and j.config["init"].endswith("pretrain/unetr-small/a")
+               for j in finetune)
+    # The mix grid's Full-FT seed 0 is the main grid's run, not a second one.
+    assert len({j.key for j in finetune}) == len(finetune)
+    labels = {(j.labels["method"], j.labels["bitfit"]) for j in finetune}
+    assert ("LoRA", True) in labels and ("LoRA", False) in labels and ("BitFit", True) in labels
+    assert ("LoRA + SSF", True) in labels and ("PETITE", True) in labels
+    # Ordered by seed: every seed-0 run comes before any seed-1 run.
+    seeds = [j.labels["seed"] for j in finetune]
+    assert seeds == sorted(seeds)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grids": [{"models": ["unetr:tiny"], "pairs": ["a-b"], "methods": ["full-ft"]}]}, "SOURCE->TARGET"),
+    ({"grids": [{"models": ["unetr:tiny"], "pairs": ["a->z"], "methods": ["full-ft"]}]}, "scanner z"),
+    ({"grids": [{"models": ["unetr:tiny"], "pairs": ["a->a"], "methods": ["sometimes"]}]}, "unknown method group"),
+    ({"finetune": {"spec": "full"}}, "may not set spec"),
+    ({"finetune": {"epochz": 3}}, "epochz"),
+])
+def test_bad_study_is_one_line_error(study_dir: Path, tmp_path: Path, change: dict, message: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_study(study_dir / "bad.yaml", **change)
+    result = run_cli(["sweep", path, "--out", tmp_path / "out"], capsys)
+    assert result.code == 2 and message in result.err and "bad.yaml" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_sweep_resumes_without_redoing_finished_runs(study_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_study(study_dir / "study.yaml")
+    out = tmp_path / "out"
+    first = run_cli(["sweep", path, "--out", out], capsys)
+    assert first.code == 0, first.err
+    runs = sorted(p.parent for p in out.glob("**/final.json"))
+    assert [str(p.relative_to(out)) for p in runs] == [
+        "pretrain/unetr-tiny/a", "runs/unetr-tiny/a-to-a/full-ft/seed0", "runs/unetr-tiny/a-to-a/lora/seed0",
+        "runs/unetr-tiny/a-to-a/no-ft/seed0"]
+    labels = yaml.safe_load((out / "runs/unetr-tiny/a-to-a/lora/seed0/config.yaml").read_text())["extra"]
+    assert labels["method"] == "LoRA" and labels["pair"] == "a->a" and labels["seed"] == 0
+    stamps = {p: (p / "final.json").stat().st_mtime_ns for p in runs}
+
+    # Interrupt one run (final.json gone, its last checkpoint kept) and add a seed: the rerun
+    # resumes that run, trains only the new seed's runs and leaves every other run alone.
+    lora = out / "runs/unetr-tiny/a-to-a/lora/seed0"
+    (lora / "final.json").unlink()
+    _write_study(path, grids=[{"name": "g", "models": ["unetr:tiny"], "pairs": ["a->a"],
+                               "methods": ["no-ft", "full-ft", {"label": "LoRA", "spec": "lora"}], "seeds": [0, 1]}])
+    second = run_cli(["sweep", path, "--out", out], capsys)
+    assert second.code == 0, second.err
+    assert "6 jobs, 3 already finished, 3 to run" in second.out and "(resumed)" in second.out
+    for run, stamp in stamps.items():
+        if run != lora:
+            assert (run / "final.json").stat().st_mtime_ns == stamp, run
+    assert (out / "runs/unetr-tiny/a-to-a/lora/seed1/final.json").is_file()
+    third = run_cli(["sweep", path, "--out", out], capsys)
+    assert third.code == 0 and "0 to run" in third.out
+
+    # A finished run made with other settings is not silently reused.
+    _write_study(path, finetune={"epochs": 2})
+    changed = run_cli(["sweep", path, "--out", out], capsys)
+    assert changed.code == 2 and "other settings (epochs" in changed.err
+
+
+def test_emitted_jobs_run_as_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_study(tmp_path / "study.yaml", data={"subjects": {"tiny": [2, 0, 2, 0, 1]}},
+                        grids=[{"models": ["unetr:tiny"], "pairs": ["tiny->tiny"], "methods": ["full-ft"],
+                                "seeds": [0, 1]}])
+    out = tmp_path / "out"
+    emitted = run_cli(["sweep", path, "--out", out, "--emit-jobs"], capsys)
+    assert emitted.code == 0 and not out.exists()  # emitting runs nothing
+    lines = emitted.out.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("petite sweep ") for line in lines)
+    stages = [run_cli(["sweep", path, "--out", out, "--emit-jobs", "--stage", s], capsys).out.split("\n")[0]
+              for s in ("data", "pretrain")]
+    assert stages == lines[:2]
+    # A job whose dependencies have not finished says so instead of running.
+    early = run_cli(shlex.split(lines[-1])[1:], capsys)
+    assert early.code == 2 and "to finish first" in early.err
+    for line in lines:
+        result = run_cli(shlex.split(line)[1:], capsys)
+        assert result.code == 0, (line, result.err)
+    assert (out / "data/tiny/scannertiny/datalist.json").is_file()
+    finals = sorted(out.glob("runs/**/final.json"))
+    assert len(finals) == 2 and all(json.loads(f.read_text())["test"]["n"] == 1 for f in finals)
+    assert run_cli(["sweep", path, "--out", out, "--emit-jobs"], capsys).out.strip() == ""
