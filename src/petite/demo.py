@@ -34,7 +34,6 @@ mean nothing.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -352,31 +351,12 @@ def _row(method: str, spec: str | None, test: dict[str, Any], final: dict[str, A
 
 def _figure(path: Path, datalist: dict[str, Any], runs: Path, roi: tuple[int, ...], scanner: Scanner) -> dict[str, Any]:
     """Fig. 4 style figure for the first test subject, from each run's saved weights."""
-    from petite.data.transforms import make_dataset
-    from petite.engine.infer import load_predictor, predict_volume
-    from petite.metrics import compute_metrics
-    from petite.report.figures import error_map_figure
+    from petite.report.error_maps import run_error_maps
 
-    item = make_dataset(datalist, "test", train=False, cache_rate=0.0)[0]
-    short, long = item["short"][None], item["long"][0].numpy()
-    outputs, metrics = {}, {}
-    for label, _, _ in METHODS:
-        model = load_predictor(runs / label.lower())
-        pred = predict_volume(model, short, roi)[0, 0].cpu().numpy().clip(0, 1)
-        outputs[label], metrics[label] = pred, compute_metrics(pred, long)
-        # The same subject's numbers in the run's own test results, as a consistency check.
-        saved = json.loads((runs / label.lower() / "test_metrics.json").read_text())["subjects"]
-        match = [r for r in saved if r["subject"] == item["subject"]]
-        if match and abs(match[0]["psnr"] - metrics[label]["psnr"]) > 1e-3:
-            log.warning("%s: figure PSNR %.4f differs from the run's test PSNR %.4f for %s", label,
-                        metrics[label]["psnr"], match[0]["psnr"], item["subject"])
-    short_np = short[0, 0].numpy()
-    metrics["Short scan (input)"] = compute_metrics(short_np, long)
-    info = error_map_figure(path, short_np, outputs, long, metrics, spacing=scanner.spacing,
-                            title=f"Scanner {scanner.id} test subject {item['subject']}: fine-tuning from scanner 1h "
-                                  f"(PSNR dB / SSIM)")
-    info["subject"] = item["subject"]
-    return info
+    return run_error_maps(path, datalist, {label: runs / label.lower() for label, _, _ in METHODS}, roi=roi,
+                          spacing=scanner.spacing,
+                          title=lambda subject: f"Scanner {scanner.id} test subject {subject}: fine-tuning from "
+                                                f"scanner 1h (PSNR dB / SSIM)")
 
 
 __all__ = ["FULL", "QUICK", "DemoSize", "demo_scanners", "format_table", "half_resolution", "run_demo"]

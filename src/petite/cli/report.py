@@ -1,0 +1,30 @@
+"""`petite report`: the paper's tables and figures from a folder of run folders (see :mod:`petite.report.study`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from petite.cli import cli
+
+
+@cli.command("report")
+@click.argument("runs_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Report folder (default: RUNS_DIR/report).")
+@click.option("--baseline", default="Full-FT", show_default=True,
+              help="Method the first p-value column and the cost ratios compare against.")
+@click.option("--figures/--no-figures", default=True, show_default=True,
+              help="Draw the error-map figures (recomputes predictions from the saved weights).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier report in --out.")
+def report(runs_dir: Path, out: Path | None, baseline: str, figures: bool, overwrite: bool) -> None:
+    """Tables (paper Tables 1/2, 5, 6/7), paired tests and figures for the finished runs under RUNS_DIR.
+
+    Writes OUT/report.md, OUT/results.json (every number of the tables) and
+    PNGs: PSNR vs % trainable parameters per model and, with --figures, error
+    maps in the style of the paper's Fig. 4.  Unfinished runs are listed, not
+    reported.  The folder is written whole or not at all.
+    """
+    from petite.report.study import make_report
+
+    make_report(runs_dir, out, baseline=baseline, figures=figures, overwrite=overwrite, echo=click.echo)

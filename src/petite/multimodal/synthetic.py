@@ -1,0 +1,621 @@
+"""Synthetic head-and-neck CT/PET patients with primary tumours and lymph nodes, from several centres.
+
+HECKTOR 2022 (7 centres, CT + FDG PET, labels GTVp/GTVn) cannot be downloaded
+here, so PEMMA experiments run on this generator.  Per patient:
+
+* **Anatomy** (millimetres, RAS: x left->right, y posterior->anterior, z
+  inferior->superior, origin at the field-of-view centre): a body contour that
+  is an ellipse per axial slice (neck, widening to the head above and to the
+  shoulders below, with low-order wobble), subcutaneous and intermuscular fat,
+  the vertebral column (bodies with marrow and cortex, discs, canal, posterior
+  arch), a mandible arc, the airway (trachea/larynx widening to the
+  oropharynx), carotids and jugulars, thyroid lobes, submandibular and parotid
+  glands, palatine tonsils, the tongue, and the brain/skull base at the top
+  edge.  Body size, shift along z and organ uptakes vary per patient.
+* **Lesions**: one primary tumour (GTVp, label 1; oropharynx, larynx or oral
+  cavity) and 0-3 lymph nodes (GTVn, label 2; lateral neck, mostly
+  ipsilateral), each a noise-deformed union of a rotated ellipsoid and a few
+  jittered lobes, equivalent radius 8-15 mm (GTVp) or 4-12 mm (GTVn), mean SUV
+  4.5-15 (GTVp) or 3-12 (GTVn), sometimes with a necrotic core.  On CT they are
+  soft tissue plus 8-20 HU, or (about 30 %) plus 0-3 HU: invisible without PET.
+* **Centre** (:class:`Centre`): CT blur, calibration (scale, offset) and noise;
+  PET resolution (Gaussian FWHM), Poisson-like noise (standard deviation
+  ``pet_noise * sqrt(SUV)``, slightly correlated like a reconstruction) and SUV
+  calibration factor; field of view and grid.  The table :data:`CENTRES` has
+  six centres, ``A``..``F``, named after HECKTOR centres they loosely resemble.
+
+Sizes: ``tiny`` 32^3 (tests), ``small`` 64x64x48 (default; ~3 mm voxels),
+``full`` 128x128x96 (~1.6 mm); the field of view stays the centre's.
+
+Determinism: patient ``k`` of centre ``c`` draws from two streams derived from
+``(seed, c, k)`` only, so it is the same whatever the number of patients,
+centres or workers.  All scalar parameters (anatomy, lesion positions, sizes,
+uptakes) come from the first stream, so a patient has the same lesions at
+every size; the second stream makes textures and noise.
+
+Output of :func:`simulate_hn`: ``OUT/<centre>/<patient>_{ct,pet,label}.nii.gz``
+(CT in HU, PET in SUV, float32; label uint8), ``OUT/montage.png`` and the
+datalist ``OUT/datalist.json`` (format in :mod:`petite.multimodal.datalist`),
+written last.  Each item carries ``facts``: lesion volumes (mL), measured mean
+and max SUV, CT visibility, sites.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import multiprocessing
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import gaussian_filter, zoom
+
+from petite.atomic import atomic_path
+from petite.data.nifti import make_affine, save_volume
+from petite.errors import UserError
+from petite.multimodal.datalist import (
+    DEFAULT_FRACTIONS,
+    FORMAT,
+    assign_centre_splits,
+    parse_fractions,
+    split_name,
+    write_mm_datalist,
+)
+
+log = logging.getLogger(__name__)
+
+SIZES: dict[str, tuple[int, int, int]] = {"tiny": (32, 32, 32), "small": (64, 64, 48), "full": (128, 128, 96)}
+FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+
+@dataclass(frozen=True)
+class Centre:
+    """One acquisition centre: CT and PET appearance and the voxel grid."""
+
+    id: str
+    name: str
+    ct_noise_hu: float  # standard deviation of CT noise (HU)
+    ct_offset_hu: float  # calibration: HU_observed = ct_scale * HU + ct_offset_hu
+    ct_scale: float
+    ct_fwhm_mm: float  # CT in-plane/axial blur
+    pet_fwhm_mm: float  # PET scanner + reconstruction resolution
+    pet_noise: float  # PET noise: std = pet_noise * sqrt(SUV)
+    pet_scale: float  # SUV calibration factor
+    spacing: tuple[float, float, float]  # mm
+    shape: tuple[int, int, int]  # voxels
+
+    @property
+    def fov_mm(self) -> tuple[float, float, float]:
+        return tuple(float(s * n) for s, n in zip(self.spacing, self.shape))  # type: ignore[return-value]
+
+    def resized(self, size: str | Sequence[int]) -> Centre:
+        """The same centre on another grid (``tiny``/``small``/``full`` or three ints), same field of view."""
+        shape = resolve_size(size)
+        spacing = tuple(round(f / n, 4) for f, n in zip(self.fov_mm, shape))
+        return dataclasses.replace(self, shape=shape, spacing=spacing)
+
+    def affine(self) -> np.ndarray:
+        return make_affine(self.spacing, self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["spacing"], data["shape"] = list(self.spacing), list(self.shape)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Centre:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["spacing"], values["shape"] = tuple(values["spacing"]), tuple(values["shape"])
+        return cls(**values)
+
+
+def _centre(id: str, name: str, fov: tuple[float, float, float], **params: float) -> Centre:
+    shape = SIZES["small"]
+    return Centre(id=id, name=name, spacing=tuple(round(f / n, 4) for f, n in zip(fov, shape)),  # type: ignore[arg-type]
+                  shape=shape, **params)
+
+
+CENTRES: dict[str, Centre] = {c.id: c for c in (
+    _centre("A", "CHUM-like (Montreal)", (200, 200, 160), ct_noise_hu=12, ct_offset_hu=0, ct_scale=1.00,
+            ct_fwhm_mm=1.5, pet_fwhm_mm=5.5, pet_noise=0.15, pet_scale=1.00),
+    _centre("B", "CHUS-like (Sherbrooke)", (210, 210, 168), ct_noise_hu=20, ct_offset_hu=15, ct_scale=1.02,
+            ct_fwhm_mm=2.5, pet_fwhm_mm=7.5, pet_noise=0.30, pet_scale=1.20),
+    _centre("C", "HGJ-like (Montreal JGH)", (192, 192, 150), ct_noise_hu=28, ct_offset_hu=-12, ct_scale=0.97,
+            ct_fwhm_mm=2.0, pet_fwhm_mm=9.0, pet_noise=0.45, pet_scale=0.85),
+    _centre("D", "HMR-like (Maisonneuve-Rosemont)", (204, 204, 156), ct_noise_hu=16, ct_offset_hu=5, ct_scale=1.00,
+            ct_fwhm_mm=1.8, pet_fwhm_mm=6.5, pet_noise=0.25, pet_scale=0.95),
+    _centre("E", "CHUP-like (Poitiers)", (216, 216, 162), ct_noise_hu=10, ct_offset_hu=-5, ct_scale=1.01,
+            ct_fwhm_mm=1.2, pet_fwhm_mm=4.5, pet_noise=0.12, pet_scale=1.10),
+    _centre("F", "MDA-like (MD Anderson)", (198, 198, 170), ct_noise_hu=8, ct_offset_hu=3, ct_scale=0.99,
+            ct_fwhm_mm=1.0, pet_fwhm_mm=4.0, pet_noise=0.10, pet_scale=1.05),
+)}
+
+
+def resolve_size(size: str | Sequence[int]) -> tuple[int, int, int]:
+    """``"tiny"``/``"small"``/``"full"`` or three positive ints -> grid shape."""
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise UserError(f"unknown size {size!r}; choose one of {', '.join(SIZES)} or three integers")
+        return SIZES[size]
+    try:
+        shape = tuple(int(n) for n in size)
+    except (TypeError, ValueError):
+        raise UserError(f"size must be a preset name or three integers, got {size!r}") from None
+    if len(shape) != 3 or min(shape) < 16:
+        raise UserError(f"size must be three integers of at least 16, got {size!r}")
+    return shape  # type: ignore[return-value]
+
+
+def get_centre(centre: str | Centre, size: str | Sequence[int] | None = None) -> Centre:
+    """A centre from the table (by id) or as given, optionally resized."""
+    if not isinstance(centre, Centre):
+        if centre not in CENTRES:
+            raise UserError(f"unknown centre {centre!r}; built-in centres: {', '.join(CENTRES)}")
+        centre = CENTRES[centre]
+    return centre if size is None else centre.resized(size)
+
+
+def patient_id(centre_id: str, index: int) -> str:
+    """``patient_id("A", 2) -> "A-003"`` (index is 0-based, IDs 1-based like HECKTOR's)."""
+    return f"{centre_id}-{index + 1:03d}"
+
+
+def patient_streams(seed: int, centre_id: str, index: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """(parameter stream, texture/noise stream) of patient ``index`` of a centre."""
+    sequence = np.random.SeedSequence(int(seed), spawn_key=(zlib.crc32(centre_id.encode()), int(index)))
+    params, noise = sequence.spawn(2)
+    return np.random.default_rng(params), np.random.default_rng(noise)
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+@dataclass
+class Lesion:
+    """One tumour (label 1 GTVp, label 2 GTVn), in anatomical millimetres."""
+
+    label: int
+    site: str
+    centre: tuple[float, float, float]
+    radius: float
+    axes: tuple[float, float, float]
+    rotation: np.ndarray
+    lobes: list[tuple[np.ndarray, float]]
+    suv: float
+    necrotic: bool
+    ct_delta_hu: float
+    ct_visible: bool
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    return q * np.sign(np.diag(r))
+
+
+def _draw_anatomy(rng: np.random.Generator) -> dict[str, Any]:
+    s = rng.uniform(0.9, 1.1)
+    anatomy = {
+        "scale": s, "dz": rng.uniform(-8, 8),
+        "a_neck": 57 * s * rng.uniform(0.94, 1.06), "b_neck": 55 * s * rng.uniform(0.94, 1.06), "y_neck": -10.0,
+        "a_head": 70 * s * rng.uniform(0.95, 1.05), "b_head": 68 * s * rng.uniform(0.95, 1.05), "y_head": 2.0,
+        "shoulders": rng.uniform(55, 80),
+        "wobble": [(k, rng.uniform(0, 0.035), rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4)],
+        "fat_mm": rng.uniform(4, 12), "fat_fraction": rng.uniform(0.06, 0.14),
+        "spine_x": rng.uniform(-3, 3), "y_spine": -20 * s, "disc_phase": rng.uniform(0, 18),
+        "airway_r": 8 * s * rng.uniform(0.85, 1.15), "airway_phase": rng.uniform(0, 2 * np.pi),
+        "soft_hu": rng.uniform(35, 50), "fat_hu": rng.uniform(-110, -85),
+        "muscle_suv": rng.uniform(0.8, 1.1), "fat_suv": rng.uniform(0.25, 0.45),
+        "salivary_suv": rng.uniform(1.6, 2.8), "tonsil_suv": rng.uniform(2.0, 4.0),
+        "thyroid_suv": rng.uniform(1.2, 2.0), "blood_suv": rng.uniform(1.5, 2.0),
+        "tongue_suv": rng.uniform(1.1, 1.7), "brain_suv": rng.uniform(6.5, 9.5), "marrow_suv": rng.uniform(0.8, 1.2),
+    }
+    anatomy["y_air"] = anatomy["y_spine"] + 11 * s + 4 + anatomy["airway_r"]
+    return anatomy
+
+
+def _draw_lesion(rng: np.random.Generator, label: int, site: str, centre: tuple[float, float, float],
+                 radius: float, suv: float) -> Lesion:
+    visible = bool(rng.random() < 0.7)
+    lobes = [(rng.standard_normal(3) / np.sqrt(3) * 0.6 * radius, radius * rng.uniform(0.4, 0.7))
+             for _ in range(int(rng.integers(2, 6)))]
+    return Lesion(label=label, site=site, centre=centre, radius=radius, axes=tuple(rng.uniform(0.75, 1.25, 3)),
+                  rotation=_rotation(rng), lobes=lobes, suv=suv,
+                  necrotic=bool(radius > 11 and rng.random() < 0.3),
+                  ct_delta_hu=float(rng.uniform(8, 20) if visible else rng.uniform(0, 3)), ct_visible=visible)
+
+
+def _draw_lesions(rng: np.random.Generator, anatomy: dict[str, Any]) -> list[Lesion]:
+    s, y_air = anatomy["scale"], anatomy["y_air"]
+    side = rng.choice([-1.0, 1.0])
+    site = str(rng.choice(["oropharynx", "larynx", "oral cavity"], p=[0.5, 0.3, 0.2]))
+    if site == "oropharynx":
+        where = (side * rng.uniform(5, 14), y_air + rng.uniform(0, 8), rng.uniform(12, 32))
+    elif site == "larynx":
+        where = (side * rng.uniform(3, 12), y_air + rng.uniform(-4, 8), rng.uniform(-28, -2))
+    else:
+        where = (side * rng.uniform(0, 15), y_air + rng.uniform(18, 30), rng.uniform(22, 36))
+    lesions = [_draw_lesion(rng, 1, site, where, rng.uniform(8, 15), rng.uniform(4.5, 15))]
+    for _ in range(int(rng.choice([0, 1, 2, 3], p=[0.2, 0.35, 0.3, 0.15]))):
+        for _attempt in range(20):
+            node_side = side if rng.random() < 0.8 else -side
+            where = (node_side * rng.uniform(27, 40) * s, y_air + rng.uniform(-14, 4), rng.uniform(-40, 28))
+            radius = rng.uniform(4, 12)
+            if all(np.linalg.norm(np.subtract(where, other.centre)) > radius + other.radius + 2 for other in lesions):
+                lesions.append(_draw_lesion(rng, 2, "neck node", where, radius, rng.uniform(3, 12)))
+                break
+    return lesions
+
+
+# ----------------------------------------------------------------------------- volumes
+
+
+@dataclass
+class SyntheticPatient:
+    """One generated patient: CT (HU), PET (SUV), label (uint8) on ``centre``'s grid, and facts."""
+
+    patient: str
+    centre: Centre
+    ct: np.ndarray
+    pet: np.ndarray
+    label: np.ndarray
+    facts: dict[str, Any]
+    seconds: float
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_mm: float,
+                  spacing: Sequence[float]) -> np.ndarray:
+    field = gaussian_filter(rng.standard_normal(shape).astype(np.float32), [sigma_mm / s for s in spacing])
+    return field / max(float(field.std()), 1e-6)
+
+
+def _sigma(fwhm_mm: float, spacing: Sequence[float]) -> list[float]:
+    return [fwhm_mm * FWHM_TO_SIGMA / s for s in spacing]
+
+
+def simulate_patient(centre: str | Centre, index: int, seed: int = 0,
+                     size: str | Sequence[int] | None = None) -> SyntheticPatient:
+    """Generate patient ``index`` (0-based) of ``centre`` on the centre's grid (or ``size``)."""
+    started = time.perf_counter()
+    centre = get_centre(centre, size)
+    param_rng, noise_rng = patient_streams(seed, centre.id, index)
+    anatomy = _draw_anatomy(param_rng)
+    lesions = _draw_lesions(param_rng, anatomy)
+
+    shape, spacing = centre.shape, centre.spacing
+    axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape, spacing)]
+    x = axes[0][:, None, None]
+    y = axes[1][None, :, None]
+    z = axes[2][None, None, :] - np.float32(anatomy["dz"])  # anatomical z
+
+    def sig(v: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-v))
+
+    def ellipsoid(c: Sequence[float], r: Sequence[float]) -> np.ndarray:
+        return ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2 <= 1.0
+
+    def tube(cx: float, cy: float, rx: float, ry: float, z_max: float) -> np.ndarray:
+        return (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0) & (z < z_max)
+
+    # Body contour: neck ellipse widening to the head above and the shoulders below.
+    w_head, w_shoulder = sig((z - 12) / 8), sig((-z - 62) / 6)
+    a = anatomy["a_neck"] + (anatomy["a_head"] - anatomy["a_neck"]) * w_head + anatomy["shoulders"] * w_shoulder
+    b = anatomy["b_neck"] + (anatomy["b_head"] - anatomy["b_neck"]) * w_head + 15 * w_shoulder
+    y0 = anatomy["y_neck"] + (anatomy["y_head"] - anatomy["y_neck"]) * w_head
+    theta = np.arctan2(y - y0, np.broadcast_to(x, (shape[0], shape[1], 1)))
+    rho = np.sqrt((x / a) ** 2 + ((y - y0) / b) ** 2)
+    wobble = 1.0 + sum(eps * np.cos(k * theta + phase) for k, eps, phase in anatomy["wobble"])
+    body = rho < wobble
+    depth = (wobble - rho) * np.minimum(a, b)  # ~ distance to the skin (mm)
+
+    soft_tex = _smooth_noise(noise_rng, shape, 4.0, spacing)
+    uptake_tex = _smooth_noise(noise_rng, shape, 6.0, spacing)
+    fat_field = _smooth_noise(noise_rng, shape, 5.0, spacing)
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    suv = np.zeros(shape, dtype=np.float32)
+    soft_hu = anatomy["soft_hu"] + 6.0 * soft_tex
+
+    def paint(mask: np.ndarray, hu_value: Any, suv_value: Any) -> None:
+        hu[mask] = hu_value[mask] if isinstance(hu_value, np.ndarray) else hu_value
+        suv[mask] = suv_value[mask] if isinstance(suv_value, np.ndarray) else suv_value
+
+    paint(body, soft_hu, anatomy["muscle_suv"] * (1 + 0.08 * uptake_tex))
+    fat = body & ((depth < anatomy["fat_mm"]) | (fat_field > np.quantile(fat_field, 1 - anatomy["fat_fraction"])))
+    paint(fat, anatomy["fat_hu"] + 8.0 * soft_tex, anatomy["fat_suv"])
+
+    s, y_air, y_sp, x_sp = anatomy["scale"], anatomy["y_air"], anatomy["y_spine"], anatomy["spine_x"]
+    skull_base = 62.0
+    # Vessels, glands, tonsils, tongue.
+    blood = np.zeros(shape, dtype=bool)
+    for side in (-1, 1):
+        blood |= tube(side * 21 * s, y_air - 6, 3.5, 3.5, 45) | tube(side * 29 * s, y_air - 10, 5.5, 5.0, 45)
+    paint(blood & body, 40.0, anatomy["blood_suv"])
+    for side in (-1, 1):
+        paint(ellipsoid((side * 13 * s, y_air + 3, -52), (7, 7, 16)) & body, 90.0, anatomy["thyroid_suv"])
+        paint(ellipsoid((side * 33 * s, y_air + 25, 14), (10, 9, 8)) & body, 45.0, anatomy["salivary_suv"])
+        paint(ellipsoid((side * 46 * s, y_air - 8, 38), (10, 14, 17)) & body, 15.0, 0.9 * anatomy["salivary_suv"])
+        paint(ellipsoid((side * 12 * s, y_air + 4, 24), (6, 6, 7)) & body, 45.0, anatomy["tonsil_suv"])
+    am, bm, ym = 42 * s, 50 * s, 5.0
+    rho_m = np.sqrt((x / am) ** 2 + ((y - ym) / bm) ** 2)
+    jaw_levels = (z > 18) & (z < 42)
+    tongue = (rho_m < 0.85) & (z > 18) & (z < 45) & (y > y_air + 8) & body
+    paint(tongue, 50.0 + 4.0 * soft_tex, anatomy["tongue_suv"])
+
+    # Bone: vertebral column (bodies, discs, canal, arch) and mandible.
+    spine_levels = z < skull_base
+    vertebra = (((x - x_sp) / (14 * s)) ** 2 + ((y - y_sp) / (11 * s)) ** 2 <= 1.0) & spine_levels
+    marrow = (((x - x_sp) / (14 * s - 2.5)) ** 2 + ((y - y_sp) / (11 * s - 2.5)) ** 2 <= 1.0) & spine_levels
+    disc = ((z - anatomy["disc_phase"]) % 18.0) < 4.0
+    canal_r = np.sqrt((x - x_sp) ** 2 + (y - (y_sp - 18 * s)) ** 2)
+    arch = (canal_r < 12 * s) & (canal_r >= 8 * s) & (y < y_sp - 12 * s) & spine_levels
+    spinous = (np.abs(x - x_sp) < 3) & (y < y_sp - 28 * s) & (y > y_sp - 40 * s) & spine_levels
+    cortical = ((vertebra & ~marrow & ~disc) | ((arch | spinous) & ~disc)) & body
+    paint(cortical, 750.0, 0.5)
+    paint(marrow & ~disc & body, 250.0 + 20.0 * soft_tex, anatomy["marrow_suv"])
+    paint(vertebra & disc & body, 80.0, 0.6)
+    paint((canal_r < 8 * s) & spine_levels & body, 15.0, 0.4)
+    mandible = (np.abs(rho_m - 1.0) * 0.5 * (am + bm) < 4.0) & (y > ym - 15) & jaw_levels & body
+    paint(mandible, 1100.0, 0.5)
+    cortical |= mandible
+
+    # Airway: round trachea/larynx below, wider and flatter oropharynx above, up to the skull base.
+    w_oro = sig(z / 5.0)
+    r_air = anatomy["airway_r"] * (1 + 0.1 * np.sin(z / 9.0 + anatomy["airway_phase"]))
+    rx, ry = r_air * (1 + 0.6 * w_oro), r_air * (1 - 0.25 * w_oro)
+    airway = (((x / rx) ** 2 + ((y - y_air) / ry) ** 2) <= 1.0) & (z < skull_base - 4) & body
+    paint(airway, -1000.0, 0.0)
+
+    # Brain and skull at the top edge.
+    brain_c, brain_r = (0.0, anatomy["y_head"], skull_base + 45), (58 * s, 66 * s, 45)
+    skull = ellipsoid(brain_c, [r + 6 for r in brain_r]) & body
+    brain = ellipsoid(brain_c, brain_r) & body
+    paint(skull, 1100.0, 0.5)
+    paint(brain, 35.0 + 4.0 * soft_tex, anatomy["brain_suv"] * (1 + 0.1 * uptake_tex))
+    cortical |= skull & ~brain
+
+    # Lesions.
+    label = np.zeros(shape, dtype=np.uint8)
+    lesion_masks = []
+    for lesion in lesions:
+        mask, core = _rasterise(lesion, axes, anatomy["dz"], spacing, noise_rng)
+        mask &= body & ~cortical & (label == 0)
+        if lesion.label == 1 and not mask.any():  # tiny grids: keep at least the nearest voxel
+            index = tuple(int(np.argmin(np.abs(ax - c))) for ax, c in
+                          zip(axes, (lesion.centre[0], lesion.centre[1], lesion.centre[2] + anatomy["dz"])))
+            mask[index] = True
+        core &= mask
+        tumour_suv = lesion.suv * (1 + 0.15 * uptake_tex)
+        if lesion.necrotic:
+            tumour_suv = np.where(core, 0.35 * lesion.suv, tumour_suv)
+        paint(mask, soft_hu + lesion.ct_delta_hu, tumour_suv)
+        label[mask] = lesion.label
+        lesion_masks.append(mask)
+
+    # Centre: CT blur, calibration and noise; PET resolution, Poisson-like noise and calibration.
+    ct = gaussian_filter(hu, _sigma(centre.ct_fwhm_mm, spacing))
+    ct = centre.ct_scale * ct + centre.ct_offset_hu + centre.ct_noise_hu * noise_rng.standard_normal(shape, dtype=np.float32)
+    ct = np.clip(ct, -1024, 3071).astype(np.float32)
+    blurred = np.clip(gaussian_filter(suv, _sigma(centre.pet_fwhm_mm, spacing)), 0, None)
+    grain = gaussian_filter(noise_rng.standard_normal(shape, dtype=np.float32), 0.6)
+    grain /= max(float(grain.std()), 1e-6)
+    pet = blurred + centre.pet_noise * (np.sqrt(blurred) + 0.1) * grain
+    pet = (np.clip(pet, 0, None) * centre.pet_scale).astype(np.float32)
+
+    facts = _facts(lesions, lesion_masks, pet, label, spacing, centre)
+    return SyntheticPatient(patient_id(centre.id, index), centre, ct, pet, label, facts, time.perf_counter() - started)
+
+
+def _rasterise(lesion: Lesion, axes: Sequence[np.ndarray], dz: float, spacing: Sequence[float],
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean mask (and necrotic core) of ``lesion`` on the full grid, computed in its bounding box."""
+    shape = tuple(len(ax) for ax in axes)
+    world = np.array([lesion.centre[0], lesion.centre[1], lesion.centre[2] + dz])
+    half = 1.7 * lesion.radius * max(lesion.axes) + 2 * max(spacing)
+    lo = [int(np.searchsorted(ax, c - half)) for ax, c in zip(axes, world)]
+    hi = [int(np.searchsorted(ax, c + half, side="right")) for ax, c in zip(axes, world)]
+    mask = np.zeros(shape, dtype=bool)
+    core = np.zeros(shape, dtype=bool)
+    box = tuple(slice(l, max(h, l)) for l, h in zip(lo, hi))
+    box_shape = tuple(s.stop - s.start for s in box)
+    # Same draws whatever the box (the lesion may touch the field-of-view edge).
+    field = rng.standard_normal((24, 24, 24)).astype(np.float32)
+    if min(box_shape) <= 0:
+        return mask, core
+    p = np.stack(np.meshgrid(*(ax[s] - c for ax, s, c in zip(axes, box, world)), indexing="ij"), axis=-1)
+    local = p @ lesion.rotation  # coordinates in the lesion's own axes
+    d = np.sqrt(((local / (lesion.radius * np.asarray(lesion.axes))) ** 2).sum(axis=-1))
+    for offset, r in lesion.lobes:
+        d = np.minimum(d, np.linalg.norm(p - offset, axis=-1) / r)
+    # Boundary deformation: smooth noise resampled onto the box.
+    field = gaussian_filter(field, 3.0)
+    field = zoom(field / max(float(field.std()), 1e-6), [n / 24 for n in box_shape], order=1)[
+        tuple(slice(0, n) for n in box_shape)]
+    field = np.pad(field, [(0, n - f) for n, f in zip(box_shape, field.shape)], mode="edge")
+    mask[box] = d + 0.15 * field < 1.0
+    core[box] = d < 0.45
+    return mask, core
+
+
+def _facts(lesions: list[Lesion], masks: list[np.ndarray], pet: np.ndarray, label: np.ndarray,
+           spacing: Sequence[float], centre: Centre) -> dict[str, Any]:
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    entries = []
+    for lesion, mask in zip(lesions, masks):
+        n = int(mask.sum())
+        if n == 0:
+            continue
+        values = pet[mask]
+        entries.append({
+            "label": lesion.label, "name": "GTVp" if lesion.label == 1 else "GTVn", "site": lesion.site,
+            "volume_ml": round(n * voxel_ml, 3), "suv_mean": round(float(values.mean()), 3),
+            "suv_max": round(float(values.max()), 3), "suv_true": round(lesion.suv * centre.pet_scale, 3),
+            "ct_delta_hu": round(lesion.ct_delta_hu, 2), "ct_visible": lesion.ct_visible,
+            "necrotic": lesion.necrotic, "radius_mm": round(lesion.radius, 2),
+        })
+    primary = entries[0]
+    gtvp = np.argwhere(label == 1)
+    gtvn = np.count_nonzero(label == 2)
+    return {
+        "gtvp_ml": primary["volume_ml"], "gtvn_ml": round(float(gtvn * voxel_ml), 3),
+        "n_nodes": sum(1 for e in entries if e["label"] == 2),
+        "gtvp_suv_mean": primary["suv_mean"], "gtvp_suv_max": primary["suv_max"],
+        "gtvp_ct_visible": primary["ct_visible"], "primary_site": primary["site"],
+        "gtvp_centre_voxel": [int(v) for v in np.rint(gtvp.mean(axis=0))],
+        "lesions": entries,
+    }
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+def save_label(path: str | Path, label: np.ndarray, affine: np.ndarray) -> None:
+    """Atomically write a uint8 label volume."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), affine)
+    img.set_data_dtype(np.uint8)
+    img.header.set_xyzt_units("mm", "sec")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def _run_job(centre: Centre, index: int, seed: int, out: str) -> dict[str, Any]:
+    patient = simulate_patient(centre, index, seed)
+    folder = Path(out) / centre.id
+    affine = centre.affine()
+    files = {key: folder / f"{patient.patient}_{key}.nii.gz" for key in ("ct", "pet", "label")}
+    save_volume(files["ct"], patient.ct, affine)
+    save_volume(files["pet"], patient.pet, affine)
+    save_label(files["label"], patient.label, affine)
+    return {"patient": patient.patient, "centre": centre.id, **{k: str(v) for k, v in files.items()},
+            "facts": patient.facts, "seconds": patient.seconds}
+
+
+def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C"), n_patients: int = 10,
+                seed: int = 0, size: str | Sequence[int] = "small",
+                splits: Sequence[float] = DEFAULT_FRACTIONS, workers: int = 1, progress: bool = False) -> Path:
+    """Generate ``n_patients`` per centre into ``out``; return the path of ``out/datalist.json``.
+
+    ``splits`` are the (train, val, test) fractions of each centre's patients
+    (seeded by ``seed`` and the centre).  ``workers > 1`` runs patients in
+    that many processes; the output does not depend on it.
+    """
+    from tqdm import tqdm
+
+    if int(n_patients) < 1:
+        raise UserError(f"n_patients must be at least 1, got {n_patients}")
+    if int(seed) < 0:
+        raise UserError(f"seed must be non-negative, got {seed}")
+    if int(workers) < 1:
+        raise UserError(f"workers must be at least 1, got {workers}")
+    fractions = parse_fractions(splits)
+    if isinstance(centres, str):  # "A,B,C" or "A"
+        centres = [c.strip() for c in centres.split(",") if c.strip()]
+    resolved = [get_centre(c, size) for c in centres]
+    ids = [c.id for c in resolved]
+    if not ids or len(set(ids)) != len(ids):
+        raise UserError(f"centres must be a non-empty list of distinct centres, got {', '.join(ids) or 'none'}")
+    out = Path(out)
+    jobs = [(centre, k, int(seed), str(out)) for centre in resolved for k in range(int(n_patients))]
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    bar = tqdm(total=len(jobs), desc="simulate-hn", unit="patient", disable=not progress or None, file=sys.stderr)
+    try:
+        if int(workers) == 1:
+            for job in jobs:
+                results[(job[0].id, job[1])] = _run_job(*job)
+                bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(int(workers), mp_context=context) as pool:
+                futures = {pool.submit(_run_job, *job): (job[0].id, job[1]) for job in jobs}
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        results[futures[future]] = future.result()
+                        bar.update()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    finally:
+        bar.close()
+    seconds = [r.pop("seconds") for r in results.values()]
+    log.info("generated %d patients, %.2f s each on average", len(seconds), float(np.mean(seconds)))
+
+    by_patient = {r["patient"]: r for r in results.values()}
+    patients = {c.id: [patient_id(c.id, k) for k in range(int(n_patients))] for c in resolved}
+    assignment = assign_centre_splits(patients, fractions, seed=int(seed))
+    datalist: dict[str, Any] = {
+        "format": FORMAT, "root": ".", "source": "petite.multimodal.synthetic", "seed": int(seed),
+        "size": size if isinstance(size, str) else list(resolve_size(size)), "split_fractions": list(fractions),
+        "centres": {c.id: c.to_dict() for c in resolved},
+    }
+    for c in resolved:
+        for kind in ("train", "val", "test"):
+            name = split_name(c.id, kind)
+            datalist[name] = [by_patient[p] for p in assignment[name]]
+    save_hn_montage(out / "montage.png", [(c, by_patient[patients[c.id][0]]) for c in resolved])
+    path = out / "datalist.json"
+    write_mm_datalist(path, datalist)
+    return path
+
+
+# ----------------------------------------------------------------------------- montage
+
+
+def save_hn_montage(path: str | Path, rows: Sequence[tuple[Centre, dict[str, Any]]]) -> None:
+    """PNG: one row per centre (its first patient), axial slice through the GTVp centre.
+
+    Columns: CT (soft-tissue window W400/L40), PET (SUV 0-10), CT with PET
+    and label contours (red GTVp, cyan GTVn), coronal PET through the GTVp.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+
+    columns = ("CT W400/L40", "PET SUV 0-10", "CT + PET + labels", "coronal PET + labels")
+    n = max(len(rows), 1)
+    figure, axes = plt.subplots(n, len(columns), figsize=(3.0 * len(columns), 3.0 * n), squeeze=False,
+                                facecolor="black")
+    for r, (centre, item) in enumerate(rows):
+        ct = np.asarray(nib.load(item["ct"]).dataobj, dtype=np.float32)
+        pet = np.asarray(nib.load(item["pet"]).dataobj, dtype=np.float32)
+        label = np.asarray(nib.load(item["label"]).dataobj, dtype=np.uint8)
+        cx, cy, cz = item["facts"]["gtvp_centre_voxel"]
+        sx, sy, sz = centre.spacing
+        axial = [0, ct.shape[0] * sx, 0, ct.shape[1] * sy]
+        coronal = [0, ct.shape[0] * sx, 0, ct.shape[2] * sz]
+        panels = [
+            (ct[:, :, cz].T, "gray", (-160, 240), None, None, axial),
+            (pet[:, :, cz].T, "hot", (0, 10), None, None, axial),
+            (ct[:, :, cz].T, "gray", (-160, 240), pet[:, :, cz].T, label[:, :, cz].T, axial),
+            (pet[:, cy, :].T, "hot", (0, 10), None, label[:, cy, :].T, coronal),
+        ]
+        for c, (image, cmap, (vmin, vmax), overlay, contours, extent) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", extent=extent, interpolation="nearest")
+            if overlay is not None:
+                ax.imshow(np.ma.masked_less(overlay, 1.5), cmap="hot", vmin=0, vmax=10, alpha=0.5, origin="lower",
+                          extent=extent, interpolation="nearest")
+            if contours is not None:
+                for value, colour in ((1, "red"), (2, "cyan")):
+                    if (contours == value).any():
+                        ax.contour(contours == value, levels=[0.5], colors=colour, linewidths=0.8, origin="lower",
+                                   extent=extent)
+            title = f"{centre.id} {centre.name}: {item['patient']}\n{columns[c]}" if c == 0 else columns[c]
+            ax.set_title(title, color="white", fontsize=7)
+            ax.axis("off")
+    for ax in axes.ravel()[len(rows) * len(columns):]:
+        ax.axis("off")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=80, facecolor="black")
+    plt.close(figure)

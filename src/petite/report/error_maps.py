@@ -1,0 +1,83 @@
+"""Fig. 4 style error maps recomputed from run folders (shared by ``petite demo`` and ``petite report``).
+
+:func:`run_error_maps` takes one test subject of a datalist, predicts it with
+each run folder's saved weights (:func:`petite.engine.infer.load_predictor`:
+full weights, or the base checkpoint plus the merged adapter; whole volume by
+Gaussian-blended sliding windows) and draws
+:func:`petite.report.figures.error_map_figure`.  Each prediction's PSNR is
+checked against the same subject's number in the run's own
+``test_metrics.json``; a difference above 1e-3 dB is logged as a warning (the
+figure shows what the saved weights give now).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("petite.report")
+
+
+def run_error_maps(
+    path: str | Path,
+    datalist: Mapping[str, Any] | str | Path,
+    runs: Mapping[str, str | Path],
+    *,
+    split: str = "test",
+    subject_index: int = 0,
+    roi: Sequence[int] | None = None,
+    spacing: Sequence[float] | None = None,
+    title: str | Callable[[str], str] | None = None,
+    short_label: str = "Short scan (input)",
+) -> dict[str, Any]:
+    """Write the error-map figure of ``runs`` (label -> run folder, in column order) for one subject.
+
+    Args:
+        path: the PNG to write.
+        datalist: a datalist dictionary (absolute paths) or its JSON file.
+        runs: method label -> run folder; columns follow this order.
+        split, subject_index: which subject (default: the first test subject).
+        roi: sliding-window size; ``None`` uses each run's own (the model's fixed
+            input size, else the run's training crop).
+        spacing: voxel size for the display aspect; ``None`` reads it from the volume.
+        title: the figure title, or a function of the subject id returning it.
+
+    Returns :func:`~petite.report.figures.error_map_figure`'s description plus ``subject``.
+    """
+    from petite.data.transforms import make_dataset
+    from petite.engine.infer import inference_roi, load_predictor, predict_volume, run_crop_size
+    from petite.metrics import compute_metrics
+    from petite.report.figures import error_map_figure
+
+    item = make_dataset(datalist, split, train=False, cache_rate=0.0)[subject_index]
+    short, long = item["short"][None], item["long"][0].numpy()
+    outputs, metrics = {}, {}
+    for label, run in runs.items():
+        run = Path(run)
+        model = load_predictor(run)
+        window = roi if roi is not None else inference_roi(model, run_crop_size(run))
+        pred = predict_volume(model, short, window)[0, 0].cpu().numpy().clip(0, 1)
+        outputs[label], metrics[label] = pred, compute_metrics(pred, long)
+        # The same subject's numbers in the run's own test results, as a consistency check.
+        saved_path = run / "test_metrics.json"
+        saved = json.loads(saved_path.read_text())["subjects"] if saved_path.is_file() else []
+        match = [r for r in saved if r["subject"] == item["subject"]]
+        if match and abs(match[0]["psnr"] - metrics[label]["psnr"]) > 1e-3:
+            log.warning("%s: figure PSNR %.4f differs from the run's test PSNR %.4f for %s", label,
+                        metrics[label]["psnr"], match[0]["psnr"], item["subject"])
+    short_np = short[0, 0].numpy()
+    metrics[short_label] = compute_metrics(short_np, long)
+    if spacing is None:
+        pixdim = getattr(item["long"], "pixdim", None)
+        spacing = [float(s) for s in pixdim][:3] if pixdim is not None else None
+    text = title(item["subject"]) if callable(title) else title
+    info = error_map_figure(path, short_np, outputs, long, metrics, spacing=spacing, title=text,
+                            short_label=short_label)
+    info["subject"] = item["subject"]
+    return info
+
+
+__all__ = ["run_error_maps"]
