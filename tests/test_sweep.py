@@ -134,3 +134,47 @@ def test_emitted_jobs_run_as_written(tmp_path: Path, capsys: pytest.CaptureFixtu
     finals = sorted(out.glob("runs/**/final.json"))
     assert len(finals) == 2 and all(json.loads(f.read_text())["test"]["n"] == 1 for f in finals)
     assert run_cli(["sweep", path, "--out", out, "--emit-jobs"], capsys).out.strip() == ""
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_parallel_workers_stop_on_sigterm_and_resume(study_dir: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = _write_study(study_dir / "parallel.yaml", finetune={"epochs": 3},
+                        grids=[{"models": ["unetr:tiny"], "pairs": ["a->a"], "methods": ["full-ft", "petite"],
+                                "seeds": [0]}])
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "petite", "sweep", str(path), "--out", str(out), "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (out / "pretrain/unetr-tiny/a/final.json").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    workers = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    time.sleep(0.5)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert process.returncode != 0 and alive == []
+    # Rerun: whatever finished stays, the rest runs (2 at a time) to the end.
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert len(list(out.glob("runs/**/final.json"))) == 2
+    assert os.path.getsize(out / "pretrain/unetr-tiny/a/final.json") > 0

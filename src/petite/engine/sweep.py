@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import shlex
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +85,10 @@ def run_job(job: Job, out: Path, progress: bool = False) -> dict[str, Any]:
     final = train(cfg, resume=resume, progress=progress)
     return {"key": job.key, "time_s": round(time.perf_counter() - started, 1), "resumed": resume,
             "psnr": (final.get("test") or {}).get("psnr"), "percent": final.get("percent")}
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _worker_init(threads: int) -> None:
@@ -165,8 +170,9 @@ def run_sweep(study: Study, out: str | Path, workers: int = 1, only: str | None 
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-        with cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                    initargs=(threads,)) as pool:
+        pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(threads,))
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`/scancel stop the workers too
+        try:
             running: dict[cf.Future[dict[str, Any]], Job] = {}
             while pending or running:
                 for job in [j for j in pending if blocked(j)]:
@@ -185,6 +191,16 @@ def run_sweep(study: Study, out: str | Path, workers: int = 1, only: str | None 
                     running.pop(future)
                     count += 1
                     report(future.result(), count)
+        except BaseException:
+            # Interrupted: stop the runs in flight (each resumes from its last epoch next time).
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        else:
+            pool.shutdown()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     elapsed = time.perf_counter() - started
     summary = {"jobs": len(jobs), "already_finished": len(jobs) - len(todo), "ran": len(finished),
                "failed": failed, "skipped": sorted(skipped), "time_s": round(elapsed, 1)}
