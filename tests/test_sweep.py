@@ -42,13 +42,18 @@ def test_plan_expands_groups_and_shares_pretraining(tmp_path: Path) -> None:
     path = _write_study(tmp_path / "s.yaml", data={"datalists": {"a": "x.json", "b": "x.json", "c": "x.json"}}, grids=[
         {"name": "main", "models": ["unetr:small"], "pairs": ["a->b", "a->c"],
          "methods": ["no-ft", "full-ft", "singles", "singles+bitfit", "petite"], "seeds": [0, 1, 2]},
-        {"name": "mix", "models": ["unetr:small"], "pairs": ["a->b"], "methods": ["mix", "full-ft"], "seeds": [0]}])
+        {"name": "mix", "models": ["unetr:small"], "pairs": ["a->b"], "methods": ["mix", "full-ft"], "seeds": [0]},
+        {"name": "lr", "models": ["unetr:small"], "pairs": ["a->b"], "finetune": {"lr": 1e-4},
+         "methods": [{"label": "Full-FT lr 1e-4", "spec": "full"}]}])
     jobs = Study.load(path).jobs(tmp_path / "out")
     pretrain = [j for j in jobs if j.kind == "pretrain"]
     finetune = [j for j in jobs if j.kind == "finetune"]
     assert [j.key for j in pretrain] == ["pretrain/unetr-small/a"]
     # per pair: No-FT once, then 3 seeds x (Full-FT + 7 singles + 6 with BitFit + PETITE); mix: 9 UNETR combos.
-    assert len(finetune) == 2 * (1 + 3 * 15) + 9
+    assert len(finetune) == 2 * (1 + 3 * 15) + 9 + 1
+    # A grid's own fine-tuning settings reach only its runs, which get their own folder.
+    low = [j for j in finetune if j.config.get("lr") is not None]
+    assert [j.key for j in low] == ["runs/unetr-small/a-to-b/full-ft-lr-1e-4/seed0"] and low[0].config["lr"] == 1e-4
     assert all(j.needs == ("pretrain/unetr-small/a",) and j.config["init"].endswith("pretrain/unetr-small/a")
                for j in finetune)
     # The mix grid's Full-FT seed 0 is the main grid's run, not a second one.

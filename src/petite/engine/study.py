@@ -41,6 +41,11 @@ Example (the committed CPU study is ``examples/study/cpu-study.yaml``)::
         pairs: [1h->4h]
         methods: [no-ft, full-ft, singles, singles+bitfit, petite]
         seeds: [0, 1, 2]
+      - name: full-ft-lr             # a grid may override fine-tuning settings
+        models: [unetr:small]
+        pairs: [1h->4h]
+        methods: [{label: Full-FT lr 1e-4, spec: full}]
+        finetune: {lr: 1.0e-4}
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ SINGLE_METHODS = ("layernorm", "bitfit", "lora", "dora", "adapter", "ssf", "vpt"
 PETITE_PRESETS = {"unetr": "petite-unetr", "cvtgan": "petite-cvtgan"}
 METHOD_GROUPS = ("no-ft", "full-ft", "singles", "singles+bitfit", "petite", "mix")
 _STUDY_KEYS = {"name", "data", "train", "pretrain", "finetune", "grids"}
-_GRID_KEYS = {"name", "models", "pairs", "methods", "seeds"}
+_GRID_KEYS = {"name", "models", "pairs", "methods", "seeds", "finetune"}
 # Keys a study may not set in train/pretrain/finetune: the sweep decides them per run.
 _RESERVED = {"datalist", "out", "init", "spec", "model", "preset", "seed", "extra", "train_split", "val_split"}
 _SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
@@ -133,17 +138,7 @@ class Study:
         name = str(doc.get("name") or path.stem)
         settings = {}
         for section in ("train", "pretrain", "finetune"):
-            values = doc.get(section) or {}
-            if not isinstance(values, dict):
-                raise UserError(f"'{section}' must be a mapping of training settings", path)
-            bad = sorted(set(values) & _RESERVED)
-            if bad:
-                raise UserError(f"'{section}' may not set {', '.join(bad)}: the sweep sets them per run", path)
-            known = {f.name for f in dataclasses.fields(TrainConfig)}
-            unknown = sorted(set(values) - known)
-            if unknown:
-                raise UserError(f"unknown training setting(s) in '{section}': {', '.join(unknown)}", path)
-            settings[section] = dict(values)
+            settings[section] = _training_settings(doc.get(section), section, path)
         grids = doc.get("grids")
         if not isinstance(grids, list) or not grids:
             raise UserError("'grids' must be a non-empty list", path)
@@ -257,6 +252,8 @@ class Study:
             if unknown:
                 raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}", self.path)
             grid_name = str(grid.get("name", f"grid{number}"))
+            # A grid may change fine-tuning settings (e.g. a learning rate); give its methods their own labels.
+            overrides = _training_settings(grid.get("finetune"), f"{where}.finetune", self.path)
             seeds = grid.get("seeds", [0])
             if not isinstance(seeds, list) or not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
                 raise UserError(f"{where}: seeds must be a list of non-negative integers", self.path)
@@ -279,7 +276,7 @@ class Study:
                     for method in methods:
                         for seed in (seeds[:1] if method.family == "none" else seeds):
                             add(self._finetune_job(grid_name, model, preset, source, target, method, seed, out,
-                                                   pre, data_jobs))
+                                                   pre, data_jobs, overrides))
         return sorted(jobs.values(), key=lambda j: (j.stage, j.labels.get("seed", 0) if j.stage == 2 else 0, j.key))
 
     def _pretrain_job(self, model: str, preset: str, source: str, out: Path, data_jobs: dict[str, Job]) -> Job:
@@ -291,13 +288,13 @@ class Study:
         return Job(key, "pretrain", needs, config, config["extra"])
 
     def _finetune_job(self, grid: str, model: str, preset: str, source: str, target: str, method: Method, seed: int,
-                      out: Path, pre: Job, data_jobs: dict[str, Job]) -> Job:
+                      out: Path, pre: Job, data_jobs: dict[str, Job], overrides: dict[str, Any]) -> Job:
         pair = f"{source}->{target}"
         key = f"runs/{model}-{preset}/{_safe(source, self.path)}-to-{_safe(target, self.path)}/{method.slug}/seed{seed}"
         labels = {"study": self.name, "grid": grid, "role": "finetune", "model": model, "preset": preset,
                   "source": source, "target": target, "pair": pair, "method": method.label, "family": method.family,
                   "bitfit": method.bitfit, "encoder": method.encoder, "decoder": method.decoder, "seed": seed}
-        config = {**self.train, **self.finetune, "datalist": str(self.datalist_path(target, out)),
+        config = {**self.train, **self.finetune, **overrides, "datalist": str(self.datalist_path(target, out)),
                   "out": str(out / key), "model": model, "preset": preset, "spec": method.spec,
                   "init": str(out / pre.key), "seed": seed, "train_split": "finetune_train",
                   "val_split": "finetune_val"}
@@ -320,6 +317,20 @@ def _mix_methods(model_name: str) -> list[Method]:
         label = f"{METHOD_LABELS[encoder]} + {METHOD_LABELS[decoder]}"
         methods.append(Method(label, spec.to_string(), "mix", spec.bitfit, encoder, decoder))
     return methods
+
+
+def _training_settings(values: Any, section: str, path: Path) -> dict[str, Any]:
+    """A validated mapping of TrainConfig settings the study may set (``section`` names it in errors)."""
+    values = values or {}
+    if not isinstance(values, dict):
+        raise UserError(f"'{section}' must be a mapping of training settings", path)
+    bad = sorted(set(values) & _RESERVED)
+    if bad:
+        raise UserError(f"'{section}' may not set {', '.join(bad)}: the sweep sets them per run", path)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise UserError(f"unknown training setting(s) in '{section}': {', '.join(unknown)}", path)
+    return dict(values)
 
 
 def _as_list(value: Any, where: str, key: str, path: Path) -> list[Any]:
