@@ -186,8 +186,14 @@ def test_report_tables_tests_and_figures(study, capsys):
     # ... after choosing pair 1h->4h (most methods), No-FT, Full-FT and the best single method (LoRA), seed 0.
     note = next(n for n in results["notes"] if n.startswith("error maps"))
     assert "unetr 1h->4h" in note and "main/LoRA-s0" in note and "main/Full-FT-s0" in note and "SSF" not in note
-    plot = next(f for f in results["figures"] if f["kind"] == "psnr_vs_params")
-    assert plot["no_ft"]["percent"] == 0 and {p["method"] for p in plot["points"]} >= {"Full-FT", "LoRA +BitFit"}
+    # Points of one plot come from the same targets: the pooled plot holds only the methods run on
+    # both pairs; pair 1h->4h, which has more methods, gets its own plot.
+    plots = {f["scope"]: f for f in results["figures"] if f["kind"] == "psnr_vs_params"}
+    assert set(plots) == {"all targets", "1h->4h"}
+    assert {p["method"] for p in plots["all targets"]["points"]} == {"Full-FT"}
+    assert plots["1h->4h"]["no_ft"]["percent"] == 0
+    assert {p["method"] for p in plots["1h->4h"]["points"]} >= {"Full-FT", "LoRA +BitFit"}
+    assert (out / "psnr_vs_params_unetr_1h-to-4h.png").read_bytes()[:8] == PNG
 
     # A second report needs --overwrite; a folder that is not a report is never replaced.
     assert run_cli(["report", root], capsys).code == 2

@@ -45,6 +45,7 @@ def parse_size(text: str | None, option: str) -> tuple[int, int, int] | None:
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `cli`.
     from petite.cli import data, demo, infer, metrics, model, peft, report, simulate, sweep, train  # noqa: F401
+    from petite.cli import mm, mm_prognosis  # noqa: F401  (the `petite mm` group; modules adding to it come after)
 
 
 def main(argv: list[str] | None = None) -> None:

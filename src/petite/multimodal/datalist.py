@@ -346,7 +346,9 @@ def load_case(item: Mapping[str, Any], pet_norm: str = "zscore") -> dict[str, An
     """Load one datalist item as tensors on the CT grid, normalised (see the module docstring).
 
     Returns ``{"ct": float32 (1, X, Y, Z), "pet": float32 (1, X, Y, Z),
-    "label": int64 (1, X, Y, Z), "patient": str, "centre": str}``.
+    "label": int64 (1, X, Y, Z), "patient": str, "centre": str, "spacing": (sx, sy, sz)}``;
+    ``spacing`` is the CT voxel size in mm along the array axes (from the
+    canonical affine), so :mod:`petite.multimodal.evaluate` reports HD95 in mm.
     """
     import torch
 
@@ -372,6 +374,7 @@ def load_case(item: Mapping[str, Any], pet_norm: str = "zscore") -> dict[str, An
         "label": torch.from_numpy(label_int)[None],
         "patient": str(item["patient"]),
         "centre": str(item["centre"]),
+        "spacing": tuple(float(v) for v in np.sqrt((ct_affine[:3, :3] ** 2).sum(axis=0))),
     }
 
 

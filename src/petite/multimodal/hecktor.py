@@ -22,9 +22,17 @@ The first problem raises :class:`~petite.errors.UserError` naming the file (or
 the patient, for a missing modality), and the datalist is written atomically,
 last, so an error leaves no output.
 
-The clinical CSV's rows are matched by ``PatientID`` and stored per item
-under ``"clinical"`` as raw strings (a later step parses them); a patient
-without a row is an error, rows without images are ignored.
+The clinical CSV's rows are matched by ``PatientID``; a patient without a
+row is an error, rows without images are ignored.  When the CSV has the
+clinical variable columns of HECKTOR 2022 (``Gender``, ``Age``, ``Tobacco``,
+``Alcohol``, ``Performance status``, ``HPV status (0=-, 1=+)``, ``Surgery``,
+``Chemotherapy``; ``Relapse``/``RFS`` optional, as in a test set) it is read
+and validated by :func:`petite.multimodal.clinical.read_clinical_csv` and each
+item's ``"clinical"`` is the parsed record (``age``, ``sex``, ..., ``time``,
+``event``, ``centre``, ``weight``; ``null`` when missing) - the same structure
+the synthetic generator writes, which the prognosis commands read.  A CSV
+without those columns (e.g. only ``PatientID`` and ``CenterID``) is kept per
+item as raw strings keyed by column name, and cannot feed prognosis.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from petite.errors import UserError
+from petite.multimodal.clinical import _HEADER_ALIASES, VARIABLES, read_clinical_csv
 from petite.multimodal.datalist import (
     DEFAULT_FRACTIONS,
     FORMAT,
@@ -139,6 +148,33 @@ def read_clinical(path: str | Path) -> dict[str, dict[str, str]]:
     return rows
 
 
+def has_clinical_variables(columns: Sequence[str]) -> bool:
+    """Whether CSV ``columns`` name every clinical variable (HECKTOR 2022 headers or the accepted spellings)."""
+    keys = {_HEADER_ALIASES.get(" ".join(c.lower().split())) for c in columns}
+    return {"id", *VARIABLES} <= keys
+
+
+def clinical_records(path: str | Path, rows: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
+    """What each item stores under ``"clinical"``: parsed records when the CSV has the variable columns.
+
+    ``rows`` are :func:`read_clinical`'s raw rows of the same file.  Parsed with
+    :func:`petite.multimodal.clinical.read_clinical_csv` (outcome columns
+    optional; bad cells raise :class:`UserError` naming row and column);
+    otherwise the raw rows are returned unchanged.
+    """
+    columns = list(next(iter(rows.values()), {}))
+    if not has_clinical_variables(columns):
+        log.warning("%s: no clinical variable columns (%s); stored as raw strings, not usable for prognosis",
+                    path, ", ".join(VARIABLES))
+        return rows
+    first = Path(path).read_text(encoding="utf-8-sig").splitlines()[0]
+    if first.count(";") > first.count(","):
+        log.warning("%s: semicolon-separated; stored as raw strings - save it comma-separated (as HECKTOR's) "
+                    "to use it for prognosis", path)
+        return rows
+    return read_clinical_csv(path, require_outcome=False)
+
+
 def check_case(patient: str, files: dict[str, Path]) -> dict[str, Any]:
     """Load and check one patient's CT, PET and label; return facts for the datalist item."""
     ct, ct_affine = read_nifti(files["ct"], "CT")
@@ -198,6 +234,7 @@ def import_hecktor(folder: str | Path, out_datalist: str | Path, clinical_csv: s
         raise UserError(f"seed must be non-negative, got {seed}")
     cases = find_cases(folder)
     clinical = read_clinical(clinical_csv) if clinical_csv is not None else None
+    records = clinical_records(clinical_csv, clinical) if clinical is not None else None  # type: ignore[arg-type]
 
     centre_of: dict[str, str] = {}
     for patient in sorted(cases):
@@ -234,8 +271,8 @@ def import_hecktor(folder: str | Path, out_datalist: str | Path, clinical_csv: s
                 entry: dict[str, Any] = {"patient": patient, "centre": centre,
                                          **{k: str(cases[patient][k].resolve()) for k in ("ct", "pet", "label")},
                                          "facts": facts[patient]}
-                if clinical is not None:
-                    entry["clinical"] = clinical[patient]
+                if records is not None:
+                    entry["clinical"] = records[patient]
                 entries.append(entry)
             datalist[name] = entries
     write_mm_datalist(out, datalist)

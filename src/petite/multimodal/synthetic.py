@@ -33,11 +33,31 @@ centres or workers.  All scalar parameters (anatomy, lesion positions, sizes,
 uptakes) come from the first stream, so a patient has the same lesions at
 every size; the second stream makes textures and noise.
 
+**Clinical variables and survival** (for prognosis): each patient also gets
+the eight clinical variables and a relapse-free survival ``(time, event)``
+from :func:`petite.multimodal.clinical.draw_patient`, i.e. the documented
+Weibull hazard model :data:`petite.multimodal.clinical.HAZARD`.  Its imaging
+inputs are the *drawn* lesion parameters, not measurements on the voxels: the
+total tumour volume is the nominal volume ``sum 4/3 pi r^3`` over the drawn
+equivalent radii of the primary and the nodes, and the SUV is the primary's
+drawn SUV (before the centre's calibration factor).  The clinical draws come
+from a third stream derived from ``(seed, c, k)``, so adding them changed no
+image, and a patient's clinical record and survival are the same at every
+size.  ``facts["hazard"]`` keeps the nominal volume, the drawn SUV and the
+true linear predictor ``eta`` (the oracle risk, with the complete variables).
+
 Output of :func:`simulate_hn`: ``OUT/<centre>/<patient>_{ct,pet,label}.nii.gz``
-(CT in HU, PET in SUV, float32; label uint8), ``OUT/montage.png`` and the
-datalist ``OUT/datalist.json`` (format in :mod:`petite.multimodal.datalist`),
-written last.  Each item carries ``facts``: lesion volumes (mL), measured mean
-and max SUV, CT visibility, sites.
+(CT in HU, PET in SUV, float32; label uint8), ``OUT/montage.png``,
+``OUT/clinical.csv`` (HECKTOR 2022 columns, :func:`~petite.multimodal.clinical.write_clinical_csv`;
+``CenterID`` is the centre id, ``Weight`` empty, blanks where a value is
+missing) and the datalist ``OUT/datalist.json`` (format in
+:mod:`petite.multimodal.datalist`), written last.  Each item carries ``facts``:
+lesion volumes (mL), measured mean and max SUV, CT visibility, sites, the
+hazard inputs; and ``clinical``: the patient's row of ``clinical.csv`` as
+:func:`~petite.multimodal.clinical.read_clinical_csv` parses it (keys ``age``,
+``sex``, ``tobacco``, ``alcohol``, ``performance``, ``hpv``, ``surgery``,
+``chemotherapy``, ``time``, ``event``, ``centre``, ``weight``; ``null`` when
+missing), the same structure a HECKTOR import with a clinical CSV gives.
 """
 
 from __future__ import annotations
@@ -60,6 +80,7 @@ from scipy.ndimage import gaussian_filter, zoom
 from petite.atomic import atomic_path
 from petite.data.nifti import make_affine, save_volume
 from petite.errors import UserError
+from petite.multimodal import clinical as clinical_model
 from petite.multimodal.datalist import (
     DEFAULT_FRACTIONS,
     FORMAT,
@@ -175,6 +196,15 @@ def patient_streams(seed: int, centre_id: str, index: int) -> tuple[np.random.Ge
     return np.random.default_rng(params), np.random.default_rng(noise)
 
 
+def clinical_stream(seed: int, centre_id: str, index: int) -> np.random.Generator:
+    """The clinical/survival stream of patient ``index`` of a centre (the third child of its seed sequence).
+
+    Separate from :func:`patient_streams`, so the clinical draws change nothing in the images.
+    """
+    sequence = np.random.SeedSequence(int(seed), spawn_key=(zlib.crc32(centre_id.encode()), int(index), 2))
+    return np.random.default_rng(sequence)
+
+
 # ----------------------------------------------------------------------------- parameters
 
 
@@ -259,7 +289,11 @@ def _draw_lesions(rng: np.random.Generator, anatomy: dict[str, Any]) -> list[Les
 
 @dataclass
 class SyntheticPatient:
-    """One generated patient: CT (HU), PET (SUV), label (uint8) on ``centre``'s grid, and facts."""
+    """One generated patient: CT (HU), PET (SUV), label (uint8) on ``centre``'s grid, facts and clinical record.
+
+    ``clinical``: the observed clinical record with ``time`` and ``event``
+    (:func:`draw_clinical_record`; variables possibly ``None``).
+    """
 
     patient: str
     centre: Centre
@@ -268,6 +302,31 @@ class SyntheticPatient:
     label: np.ndarray
     facts: dict[str, Any]
     seconds: float
+    clinical: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def nominal_volume_ml(lesions: Sequence[Lesion]) -> float:
+    """Total nominal tumour volume (mL): ``sum 4/3 pi r^3`` over the drawn equivalent radii (mm)."""
+    return float(sum(4.0 / 3.0 * np.pi * lesion.radius ** 3 for lesion in lesions) / 1000.0)
+
+
+def draw_clinical_record(rng: np.random.Generator, lesions: Sequence[Lesion],
+                         model: clinical_model.HazardModel = clinical_model.HAZARD) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Clinical variables and survival of a patient with ``lesions`` (the first is the primary).
+
+    The same draws as :func:`petite.multimodal.clinical.draw_patient` (complete
+    variables, survival, then missing values), with the drawn tumour burden as
+    the imaging inputs.  Returns ``(record, hazard)``: the observed record
+    (``time``, ``event``, variables possibly ``None``) and ``{"volume_ml",
+    "suv", "eta"}`` (nominal total volume, the primary's drawn SUV, the true
+    linear predictor from the complete variables).
+    """
+    volume, suv = nominal_volume_ml(lesions), float(lesions[0].suv)
+    complete = clinical_model.draw_clinical(rng, volume, suv)
+    time_days, event = clinical_model.draw_survival(rng, complete, volume, suv, model)
+    record = {**clinical_model.hide_values(rng, complete), "time": time_days, "event": event}
+    eta = float(model.linear_predictor(complete, volume, suv))
+    return record, {"volume_ml": round(volume, 4), "suv": round(suv, 4), "eta": round(eta, 6)}
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_mm: float,
@@ -288,6 +347,7 @@ def simulate_patient(centre: str | Centre, index: int, seed: int = 0,
     param_rng, noise_rng = patient_streams(seed, centre.id, index)
     anatomy = _draw_anatomy(param_rng)
     lesions = _draw_lesions(param_rng, anatomy)
+    record, hazard = draw_clinical_record(clinical_stream(seed, centre.id, index), lesions)
 
     shape, spacing = centre.shape, centre.spacing
     axes = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32) for n, s in zip(shape, spacing)]
@@ -409,7 +469,9 @@ def simulate_patient(centre: str | Centre, index: int, seed: int = 0,
     pet = (np.clip(pet, 0, None) * centre.pet_scale).astype(np.float32)
 
     facts = _facts(lesions, lesion_masks, pet, label, spacing, centre)
-    return SyntheticPatient(patient_id(centre.id, index), centre, ct, pet, label, facts, time.perf_counter() - started)
+    facts["hazard"] = hazard
+    return SyntheticPatient(patient_id(centre.id, index), centre, ct, pet, label, facts, time.perf_counter() - started,
+                            clinical={**record, "centre": centre.id})
 
 
 def _rasterise(lesion: Lesion, axes: Sequence[np.ndarray], dz: float, spacing: Sequence[float],
@@ -495,7 +557,7 @@ def _run_job(centre: Centre, index: int, seed: int, out: str) -> dict[str, Any]:
     save_volume(files["pet"], patient.pet, affine)
     save_label(files["label"], patient.label, affine)
     return {"patient": patient.patient, "centre": centre.id, **{k: str(v) for k, v in files.items()},
-            "facts": patient.facts, "seconds": patient.seconds}
+            "facts": patient.facts, "clinical": patient.clinical, "seconds": patient.seconds}
 
 
 def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C"), n_patients: int = 10,
@@ -550,11 +612,19 @@ def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C
 
     by_patient = {r["patient"]: r for r in results.values()}
     patients = {c.id: [patient_id(c.id, k) for k in range(int(n_patients))] for c in resolved}
+    # The clinical CSV, then each item's record exactly as a reader of that CSV sees it.
+    clinical_csv = out / "clinical.csv"
+    clinical_model.write_clinical_csv(
+        clinical_csv, {p: by_patient[p].pop("clinical") for c in resolved for p in patients[c.id]})
+    records = clinical_model.read_clinical_csv(clinical_csv)
+    for patient, entry in by_patient.items():
+        entry["clinical"] = records[patient]
     assignment = assign_centre_splits(patients, fractions, seed=int(seed))
     datalist: dict[str, Any] = {
         "format": FORMAT, "root": ".", "source": "petite.multimodal.synthetic", "seed": int(seed),
         "size": size if isinstance(size, str) else list(resolve_size(size)), "split_fractions": list(fractions),
         "centres": {c.id: c.to_dict() for c in resolved},
+        "clinical_csv": clinical_csv.name, "hazard_model": clinical_model.HAZARD.to_dict(),
     }
     for c in resolved:
         for kind in ("train", "val", "test"):

@@ -59,7 +59,7 @@ def run_error_maps(
         run = Path(run)
         model = load_predictor(run)
         window = roi if roi is not None else inference_roi(model, run_crop_size(run))
-        pred = predict_volume(model, short, window)[0, 0].cpu().numpy().clip(0, 1)
+        pred = predict_volume(model, short, window, _run_overlap(run))[0, 0].cpu().numpy().clip(0, 1)
         outputs[label], metrics[label] = pred, compute_metrics(pred, long)
         # The same subject's numbers in the run's own test results, as a consistency check.
         saved_path = run / "test_metrics.json"
@@ -78,6 +78,14 @@ def run_error_maps(
                             short_label=short_label)
     info["subject"] = item["subject"]
     return info
+
+def _run_overlap(run: Path) -> float:
+    """The sliding-window overlap the run was tested with (its config.yaml), so the figure matches its numbers."""
+    from petite.documents import read_yaml
+
+    config = run / "config.yaml"
+    value = (read_yaml(config, "run config") or {}).get("overlap") if config.is_file() else None
+    return float(value) if value is not None else 0.5
 
 
 __all__ = ["run_error_maps"]

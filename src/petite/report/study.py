@@ -486,6 +486,26 @@ def _fmt_num(value: float | None, digits: int) -> str:
 # Tables
 
 
+def pooled_runs(runs: Sequence[Run]) -> list[Run]:
+    """The runs an "all targets" table pools: methods compared on the same pairs only.
+
+    Pooling a method run on one pair with one run on three would compare
+    different targets, so the table keeps the set of >= 2 pairs that covers the
+    most (method x pair) cells, and the runs of the methods run on all of them.
+    Empty when no method was run on two pairs or more.
+    """
+    coverage: dict[tuple[str, Any], set[str]] = {}
+    for run in runs:
+        coverage.setdefault((run.method, run.bitfit), set()).add(run.pair)
+    candidates = {frozenset(pairs) for pairs in coverage.values() if len(pairs) >= 2}
+    if not candidates:
+        return []
+    best = max(sorted(candidates, key=sorted),
+               key=lambda pairs: len(pairs) * sum(pairs <= covered for covered in coverage.values()))
+    keep = {key for key, covered in coverage.items() if best <= covered}
+    return [run for run in runs if run.pair in best and (run.method, run.bitfit) in keep]
+
+
 def method_table(runs: Sequence[Run], model: str, pair: str, baseline: str = "Full-FT") -> dict[str, Any]:
     """A Table 1/2 style table (``results.json`` form plus ``markdown``) for the runs of one scope."""
     rows = group_rows(runs)
@@ -515,7 +535,8 @@ def method_table(runs: Sequence[Run], model: str, pair: str, baseline: str = "Fu
     n_subjects = len({(r.pair, s) for r in runs for s in r.subjects})
     seeds = sorted({r.seed for r in runs})
     scope = "pair, " if pair == ALL_PAIRS else ""
-    caption = (f"{model}, {pair}: {n_subjects} test subjects, seeds {', '.join(map(str, seeds))}. Metric cells: "
+    where = pair if pair != ALL_PAIRS else f"{pair} ({', '.join(sorted({r.pair for r in runs}))}; methods run on each)"
+    caption = (f"{model}, {where}: {n_subjects} test subjects, seeds {', '.join(map(str, seeds))}. Metric cells: "
                f"mean ± std (ddof 0) over every ({scope}seed, test subject) value of the method"
                f"{' (pooled over the pairs it was run on)' if pair == ALL_PAIRS else ''}. p: two-sided "
                f"Wilcoxon signed-rank test on PSNR, paired by {'(pair, subject)' if pair == ALL_PAIRS else 'subject'}"
@@ -632,7 +653,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace("->", "-to-")).strip("_") or "x"
 
 
-def params_figure(rows: Sequence[Row], model: str, path: Path) -> dict[str, Any]:
+def params_figure(rows: Sequence[Row], model: str, path: Path, scope: str = ALL_PAIRS) -> dict[str, Any]:
     """PSNR vs % trainable parameters (log x), one point per method, No-FT as a dashed line."""
     import matplotlib
 
@@ -665,12 +686,13 @@ def params_figure(rows: Sequence[Row], model: str, path: Path) -> dict[str, Any]
     ax.set_xscale("log")
     ax.set_xlabel("% trainable parameters (log scale)")
     ax.set_ylabel("test PSNR (dB)")
-    ax.set_title(f"{model}: PSNR vs trainable parameters (mean ± std over seeds, all targets)", fontsize=9)
+    ax.set_title(f"{model}, {scope}: PSNR vs trainable parameters (mean ± std over seeds)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130, format="png", facecolor="white")
     plt.close(fig)
-    return {"kind": "psnr_vs_params", "model": model, "path": path.name, "points": points, "no_ft": noft}
+    return {"kind": "psnr_vs_params", "model": model, "scope": scope, "path": path.name, "points": points,
+            "no_ft": noft}
 
 
 def _weights_problem(run: Run) -> str | None:
@@ -794,8 +816,9 @@ def make_report(runs_dir: str | Path, out: str | Path | None = None, *, baseline
             pairs = sorted({r.pair for r in model_runs})
             parts = [f"## {model}", ""]
             scopes = [(pair, [r for r in model_runs if r.pair == pair]) for pair in pairs]
-            if len(pairs) > 1:
-                scopes.append((ALL_PAIRS, model_runs))
+            pooled = pooled_runs(model_runs)
+            if pooled:
+                scopes.append((ALL_PAIRS, pooled))
             for pair, scope_runs in scopes:
                 table = method_table(scope_runs, model, pair, baseline)
                 if not table["baseline_found"]:
@@ -810,12 +833,25 @@ def make_report(runs_dir: str | Path, out: str | Path | None = None, *, baseline
             results["cost_tables"].append({k: v for k, v in cost.items() if k != "markdown"})
             parts += [f"### {model}: training cost", "", cost["markdown"], "", cost["caption"], ""]
 
-            plot = params_figure(group_rows(model_runs), model, tmp / f"psnr_vs_params_{_slug(model)}.png")
-            results["figures"].append(plot)
-            parts += [f"### {model}: figures", "", f"![PSNR vs % trainable parameters, {model}]({plot['path']})", "",
-                      "PSNR vs % trainable parameters (log axis): one point per method, mean over seeds of each "
-                      "seed's mean test PSNR over pairs, error bar = std over seeds (ddof 0); Full-FT at 100 %; "
-                      "No-FT (0 %) as the dashed line.", ""]
+            # One plot for the pooled targets, and one per pair that has more methods than the pool
+            # (points must come from the same targets to be comparable).
+            plot_scopes = [(ALL_PAIRS, pooled)] if pooled else []
+            pooled_methods = len(group_rows(pooled)) if pooled else 0
+            for pair in pairs:
+                pair_runs = [r for r in model_runs if r.pair == pair]
+                if len(group_rows(pair_runs)) > pooled_methods:
+                    plot_scopes.append((pair, pair_runs))
+            parts += [f"### {model}: figures", ""]
+            for scope, scope_runs in plot_scopes:
+                suffix = "" if scope == ALL_PAIRS else f"_{_slug(scope)}"
+                plot = params_figure(group_rows(scope_runs), model, tmp / f"psnr_vs_params_{_slug(model)}{suffix}.png",
+                                     scope)
+                results["figures"].append(plot)
+                where = scope if scope != ALL_PAIRS else f"{scope} ({', '.join(sorted({r.pair for r in scope_runs}))})"
+                parts += [f"![PSNR vs % trainable parameters, {model}, {scope}]({plot['path']})", "",
+                          f"PSNR vs % trainable parameters (log axis), {where}: one point per method, mean over "
+                          "seeds of each seed's mean test PSNR over pairs, error bar = std over seeds (ddof 0); "
+                          "Full-FT at 100 %; No-FT (0 %) as the dashed line.", ""]
             if figures:
                 say(f"error maps for {model} (recomputing predictions from the saved weights)")
                 info, why = error_maps_for_model(model_runs, model, tmp)
