@@ -54,7 +54,7 @@ def fmt(delta: float, p: float | None) -> str:
 def main(study: Path) -> None:
     table, percent = load(study)
     pairs = sorted({k[0] for k in table})
-    peft = [k for k in table if k[1] not in ("No-FT", "Full-FT")]
+    peft = [k for k in table if k[1] != "No-FT" and not k[1].startswith("Full-FT")]
 
     print("Claim 1: No-FT < PEFT <= Full-FT (PSNR, per pair and PEFT method)")
     above_noft = below_full = total = 0
@@ -79,6 +79,13 @@ def main(study: Path) -> None:
         if key in table and (pair, "Full-FT", False) in table:
             d, p = compare(table[key], table[(pair, "Full-FT", False)])
             print(f"  {pair}: PETITE - Full-FT = {fmt(d, p)} at {percent[key]:.2f} % trainable")
+
+    print("\nFull-FT at the paper's learning rate (1e-3) vs 10x lower (1e-4)")
+    for pair in pairs:
+        low, full = table.get((pair, "Full-FT lr 1e-4", False)), table.get((pair, "Full-FT", False))
+        if low and full:
+            print(f"  {pair}: lr 1e-4 - lr 1e-3 = {fmt(*compare(low, full))}; "
+                  f"lr 1e-4 - No-FT = {fmt(*compare(low, table[(pair, 'No-FT', False)]))}")
 
     print("\nClaim 3: BitFit helps every method (same method with vs without BitFit)")
     for pair in pairs:
