@@ -116,10 +116,11 @@ def _describe(scanner: Scanner) -> str:
     return f"scanner {scanner.id}: {grid} voxels of {spacing} mm, {scanner.vendor}, {scanner.site}"
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def prepare_demo_folder(out: Path, names: tuple[str, ...], overwrite: bool) -> None:
+    """Create ``out`` for a demo; its earlier demo paths ``names`` are removed only with ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise UserError("demo output exists and is not a folder", out)
-    present = [out / name for name in DEMO_PATHS if (out / name).exists()]
+    present = [out / name for name in names if (out / name).exists()]
     if present and not overwrite:
         raise UserError("already holds a demo; pass --overwrite to replace it", out)
     for path in present:
@@ -209,9 +210,9 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     def stage(name: str, message: str) -> None:
         echo(f"[{time.perf_counter() - started:7.1f} s] {name}: {message}")
 
-    _prepare_out(out, overwrite)
+    prepare_demo_folder(out, DEMO_PATHS, overwrite)
     source, target = demo_scanners()
-    load_start = _load()
+    load_start = load_average()
     echo(f"petite demo{' --quick' if quick else ''} -> {out} (seed {seed}, {os.cpu_count()} CPU cores visible, "
          f"load average {load_start})")
     echo("Scanners: half-resolution versions of paper scanners 1 and 4 (grid halved, spacing doubled,")
@@ -306,7 +307,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
         "figure": figure,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "cpu_count": os.cpu_count(),
-        "load_average": {"start": load_start, "end": _load()},
+        "load_average": {"start": load_start, "end": load_average()},
     }
     write_text(out / "report" / "table.md", f"# petite demo{' (quick)' if quick else ''}\n\n{markdown}\n\n{caption}\n")
     write_json(out / "report" / "results.json", results)
@@ -323,12 +324,12 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
         echo("(--quick: tiny model and a few steps; a smoke test, the numbers mean nothing.)")
     echo(f"Report: {out / 'report'} (table.md, results.json, error_maps.png)")
     echo(f"Stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total"))
-    echo(f"Total time: {total:.0f} s ({total / 60:.1f} min); load average at start {load_start}, at end {_load()} "
+    echo(f"Total time: {total:.0f} s ({total / 60:.1f} min); load average at start {load_start}, at end {load_average()} "
          f"(times are wall clock: other jobs on these cores slow every stage)")
     return results
 
 
-def _load() -> str:
+def load_average() -> str:
     """The 1-minute load average (how busy the cores were), or "n/a" where the OS does not say."""
     try:
         return f"{os.getloadavg()[0]:.1f}"

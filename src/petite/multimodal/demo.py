@@ -62,7 +62,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,6 +72,7 @@ import numpy as np
 import torch
 
 from petite.atomic import atomic_path, write_json, write_text
+from petite.demo import load_average, prepare_demo_folder
 from petite.errors import UserError
 
 log = logging.getLogger("petite.multimodal.demo")
@@ -133,28 +133,6 @@ def _cpu_seconds() -> float | None:
         return None
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _load() -> str:
-    """The 1-minute load average, or "n/a"."""
-    try:
-        return f"{os.getloadavg()[0]:.1f}"
-    except (AttributeError, OSError):
-        return "n/a"
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError("demo output exists and is not a folder", out)
-    present = [out / name for name in DEMO_PATHS if (out / name).exists()]
-    if present and not overwrite:
-        raise UserError("already holds a demo; pass --overwrite to replace it", out)
-    for path in present:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def simulate_centres(out: Path, size: DemoSize, seed: int) -> Path:
@@ -373,8 +351,8 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
     def stage(name: str, message: str) -> None:
         echo(f"[{time.perf_counter() - started:7.1f} s] {name}: {message}")
 
-    _prepare_out(out, overwrite)
-    load_start, cpu_start = _load(), _cpu_seconds()
+    prepare_demo_folder(out, DEMO_PATHS, overwrite)
+    load_start, cpu_start = load_average(), _cpu_seconds()
     n_workers = int(workers) if workers is not None else (1 if quick else default_workers())
     cores = os.cpu_count() or 1
     # One thread per job for --quick (tiny models do not parallelise), else the cores shared among the workers.
@@ -443,7 +421,7 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
             "evaluations": {k: {kk: v.get(kk) for kk in ("run", "split", "mode", "n", "mean", "seconds", "cpu_time_s")}
                             for k, v in reports.items()},
             "figure": figure, "prognosis": prognosis, "timings_s": {k: round(v, 1) for k, v in timings.items()},
-            "load_average": {"start": load_start, "end": _load()}, "cpu_time_s": cpu,
+            "load_average": {"start": load_start, "end": load_average()}, "cpu_time_s": cpu,
         }
         title = f"# petite mm demo{' (quick)' if quick else ''}"
         md = f"{title}\n\n## Segmentation on {test_a}\n\n{markdown}\n\n{caption}\n\n" \
@@ -469,7 +447,7 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
             echo("(--quick: tiny grid and model, a few steps; a smoke test, the numbers mean nothing.)")
         echo(f"Report: {out / 'report'} (table.md, results.json, segmentations.png)")
         echo("Stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total"))
-        echo(f"Total time: {total:.0f} s ({total / 60:.1f} min); load average at start {load_start}, at end {_load()} "
+        echo(f"Total time: {total:.0f} s ({total / 60:.1f} min); load average at start {load_start}, at end {load_average()} "
              f"(wall clock: other jobs on these cores slow every stage)")
         if cpu is not None:
             echo(f"CPU time: {cpu:.0f} s in all processes ({cpu / cores:.0f} s per core: the wall time on {cores} idle "
