@@ -28,13 +28,7 @@ TRAIN = ["--preset", "tiny", "--crop", "16,16,16", "--batch-size", "1", "--devic
 FAST = ["--batch-size", "1", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sha(path: Path) -> str:

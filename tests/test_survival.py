@@ -29,13 +29,7 @@ from petite.multimodal.survival import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread avoids oversubscription on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tied_cohort(seed: int, n: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
