@@ -115,7 +115,10 @@ class ViTEncoder(nn.Module):
         self.norm = nn.LayerNorm(hidden_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = self.patch_embedding(x)
+        return self.encode_tokens(self.patch_embedding(x))
+
+    def encode_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The transformer on already embedded tokens ``(B, N, hidden)`` (e.g. a fused CT/PET embedding)."""
         n_prompts = 0
         hidden_states: list[torch.Tensor] = []
         for block in self.blocks:
@@ -259,7 +262,10 @@ class UNETR(nn.Module):
                 "run whole volumes with sliding_window_inference(roi_size=img_size)"
             )
         x, hidden_states = self.vit(x_in)
-        enc1 = self.encoder1(x_in)
+        return self.decode(x, hidden_states, self.encoder1(x_in))
+
+    def decode(self, x: torch.Tensor, hidden_states: list[torch.Tensor], enc1: torch.Tensor) -> torch.Tensor:
+        """The CNN decoder: final tokens ``x``, the blocks' hidden states and the first-level skip ``enc1``."""
         enc2 = self.encoder2(self._tokens_to_volume(hidden_states[self.skip_layers[0]]))
         enc3 = self.encoder3(self._tokens_to_volume(hidden_states[self.skip_layers[1]]))
         enc4 = self.encoder4(self._tokens_to_volume(hidden_states[self.skip_layers[2]]))

@@ -261,26 +261,9 @@ class PEMMA(nn.Module):
         e_ct = bb.vit.patch_embedding(ct) if ct is not None else None
         e_pet = self.pet_embedding(pet) if pet is not None else None
         x = self.fuse_embeddings(e_ct, e_pet, channel_dim=-1)
-        # The rest of petite.models.unetr.ViTEncoder.forward (VPT prompts included).
-        n_prompts = 0
-        hidden_states: list[torch.Tensor] = []
-        for block in bb.vit.blocks:
-            prompts = getattr(block, "prompts", None)
-            if prompts is not None:
-                x = torch.cat([prompts.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
-                n_prompts += prompts.shape[0]
-            x = block(x)
-            hidden_states.append(x[:, n_prompts:])
-        x = bb.vit.norm(x)[:, n_prompts:]
-        # The rest of petite.models.unetr.UNETR.forward, with the fused first-level skip.
-        enc1 = self.fuse_skips(ct, pet)
-        enc2 = bb.encoder2(bb._tokens_to_volume(hidden_states[bb.skip_layers[0]]))
-        enc3 = bb.encoder3(bb._tokens_to_volume(hidden_states[bb.skip_layers[1]]))
-        enc4 = bb.encoder4(bb._tokens_to_volume(hidden_states[bb.skip_layers[2]]))
-        dec3 = bb.decoder5(bb._tokens_to_volume(x), enc4)
-        dec2 = bb.decoder4(dec3, enc3)
-        dec1 = bb.decoder3(dec2, enc2)
-        return bb.out(bb.decoder2(dec1, enc1))
+        # UNETR's own transformer (VPT prompts included) and decoder, with the fused first-level skip.
+        x, hidden_states = bb.vit.encode_tokens(x)
+        return bb.decode(x, hidden_states, self.fuse_skips(ct, pet))
 
     def _forward_swin(self, ct: torch.Tensor | None, pet: torch.Tensor | None) -> torch.Tensor:
         bb = self.backbone
