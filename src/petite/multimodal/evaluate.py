@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from petite.errors import UserError
-from petite.multimodal.segmentation import NUM_CLASSES, check_mode, crop_size, predict, stack_inputs
+from petite.multimodal.segmentation import NUM_CLASSES, check_mode, predict, resolve_window, stack_inputs
 
 #: Foreground classes scored: 1 primary tumour (GTVp), 2 nodes (GTVn).
 CLASSES: tuple[int, ...] = (1, 2)
@@ -146,15 +146,7 @@ def evaluate_segmenter(
     from petite.multimodal.train import resolve_device
 
     check_mode(mode)
-    fixed = crop_size(model)
-    if roi is None:
-        if fixed is None:
-            raise UserError("give a window size roi (this model takes any input size)")
-        window = fixed
-    else:
-        window = (int(roi),) * 3 if isinstance(roi, int) else tuple(int(s) for s in roi)  # type: ignore[assignment]
-    if fixed is not None and tuple(window) != fixed:
-        raise UserError(f"window {list(window)} differs from the model's input size {list(fixed)}")
+    window = resolve_window(model, roi)
     dev = resolve_device(device)
     model.to(dev)
     was_training = model.training

@@ -95,7 +95,7 @@ from torch import nn
 from petite.atomic import atomic_path, write_json, write_text
 from petite.errors import UserError
 from petite.multimodal.clinical import VARIABLES, clinical_matrix, impute
-from petite.multimodal.segmentation import check_mode, crop_size, predict, stack_inputs
+from petite.multimodal.segmentation import check_mode, predict, resolve_window, stack_inputs
 from petite.multimodal.survival import (
     SurvivalHead,
     breslow_baseline,
@@ -330,17 +330,7 @@ def extract_features(model: nn.Module, cases: Sequence[Mapping[str, Any]], mode:
     check_mode(mode)
     if region not in REGIONS:
         raise UserError(f"unknown feature region {region!r}; choose one of {', '.join(REGIONS)}")
-    fixed = crop_size(model)
-    if roi is None:
-        if fixed is None:
-            raise UserError("give a window size roi (this model takes any input size)")
-        window = fixed
-    else:
-        window = (int(roi),) * 3 if isinstance(roi, (int, np.integer)) else tuple(int(s) for s in roi)
-    if len(window) != 3 or min(window) < 1:
-        raise UserError(f"roi must be three positive integers, got {roi!r}")
-    if fixed is not None and tuple(window) != fixed:
-        raise UserError(f"window {list(window)} differs from the model's input size {list(fixed)}")
+    window = resolve_window(model, roi)
     if int(batch_size) < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     site = _encoder_site(model)

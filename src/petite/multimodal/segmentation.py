@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -87,6 +88,26 @@ def crop_size(model: nn.Module) -> tuple[int, int, int] | None:
     """The fixed input size of a model (UNETR's ``img_size``; PEMMA/late fusion: their UNETR's), else None."""
     size = getattr(model, "img_size", None)
     return None if size is None else tuple(int(s) for s in size)  # type: ignore[return-value]
+
+
+def resolve_window(model: nn.Module, size: int | Sequence[int] | None, name: str = "roi") -> tuple[int, int, int]:
+    """The window (``name``: ``roi``) or training crop (``crop``) a model runs on.
+
+    ``size`` (one int or three) if given, else the model's fixed input size;
+    UserError when neither is known, when ``size`` is not three positive
+    integers, or when it differs from the model's fixed size.
+    """
+    fixed = crop_size(model)
+    if size is None:
+        if fixed is None:
+            raise UserError(f"give a {name} size (this model takes any input size)")
+        return fixed
+    window = (int(size),) * 3 if isinstance(size, (int, np.integer)) else tuple(int(s) for s in size)
+    if len(window) != 3 or min(window) < 1:
+        raise UserError(f"{name} must be three positive integers, got {size!r}")
+    if fixed is not None and window != fixed:
+        raise UserError(f"{name} {list(window)} differs from the model's input size {list(fixed)}")
+    return window  # type: ignore[return-value]
 
 
 def stack_inputs(case: Mapping[str, Any], mode: str) -> torch.Tensor:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from petite.errors import UserError
 from petite.multimodal.datalist import random_crop
-from petite.multimodal.segmentation import MODES, accepts_modalities, check_mode, crop_size, predict, stack_inputs
+from petite.multimodal.segmentation import MODES, accepts_modalities, check_mode, predict, resolve_window, stack_inputs
 
 #: PEMMA's per-batch input modes when both modalities are available (BRIEF section 7).
 PEMMA_MODE_PROBS: dict[str, float] = {"ctpet": 0.6, "ct": 0.2, "pet": 0.2}
@@ -140,15 +140,7 @@ def train_segmenter(
     if steps < 0 or batch_size < 1:
         raise UserError(f"steps must be >= 0 and batch_size >= 1, got {steps} and {batch_size}")
     probs = resolve_mode_probs(model, inputs, mode_probs)
-    fixed = crop_size(model)
-    if crop is None:
-        if fixed is None:
-            raise UserError("give a crop size (this model takes any input size)")
-        patch = fixed
-    else:
-        patch = (int(crop),) * 3 if isinstance(crop, int) else tuple(int(s) for s in crop)  # type: ignore[assignment]
-    if fixed is not None and tuple(patch) != fixed:
-        raise UserError(f"crop {list(patch)} differs from the model's input size {list(fixed)}")
+    patch = resolve_window(model, crop, "crop")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise UserError("the model has no trainable parameters")
