@@ -21,13 +21,10 @@ index), so results do not depend on ``workers`` or on the order jobs run in.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import math
-import multiprocessing
 import platform
 import re
-import sys
 import time
 import zlib
 from collections.abc import Sequence
@@ -49,6 +46,7 @@ from petite.data.phantom import SubjectPhantom, load_template_tissues, make_subj
 from petite.data.projector import OsemSensitivity, ParallelProjector, osem
 from petite.data.scanners import Scanner
 from petite.errors import UserError
+from petite.parallel import run_jobs
 
 log = logging.getLogger(__name__)
 
@@ -272,10 +270,13 @@ def run_simulation(request: SimulationRequest, progress: bool = True) -> dict[st
         (out / "simulation.json").unlink(missing_ok=True)
         for scanner in request.scanners:
             (out / f"scanner{scanner.id}" / "datalist.json").unlink(missing_ok=True)
-    jobs = [(scanner, index) for scanner in request.scanners for index in range(request.n_subjects)]
-    results: dict[tuple[str, int], dict[str, Any]] = {}
+    jobs = [(scanner, index, request.seed, request.frames, request.recon, str(out))
+            for scanner in request.scanners for index in range(request.n_subjects)]
     started = time.perf_counter()
-    _for_each_job(jobs, request, out, results, progress)
+    if request.workers == 1:
+        load_template_tissues()  # once per process; kept out of the per-job timings
+    results = run_jobs(_run_job, jobs, lambda job: (job[0].id, job[1]), request.workers, progress=progress,
+                       desc="simulate", unit="scan", initializer=_init_worker)
     wall = time.perf_counter() - started
 
     datalists = {}
@@ -326,36 +327,6 @@ def _warn_if_head_is_cut(scanner: Scanner) -> None:
         log.warning("scanner %s: field of view %.0f mm across and %.0f mm axially may cut the head "
                     "(about %d x %d mm): activity outside it is lost", scanner.id, transaxial, axial,
                     HEAD_DIAMETER_MM, BRAIN_HEIGHT_MM)
-
-
-def _for_each_job(jobs: list[tuple[Scanner, int]], request: SimulationRequest, out: Path,
-                  results: dict[tuple[str, int], dict[str, Any]], progress: bool) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(jobs), desc="simulate", unit="scan", disable=not progress or None, file=sys.stderr)
-    args = [(scanner, index, request.seed, request.frames, request.recon, str(out)) for scanner, index in jobs]
-    try:
-        if request.workers == 1:
-            load_template_tissues()  # once per process; kept out of the per-job timings
-            for arg in args:
-                result = _run_job(*arg)
-                results[(arg[0].id, arg[1])] = result
-                bar.update()
-        else:
-            context = multiprocessing.get_context("spawn")  # no fork after torch/OpenMP threads started
-            with concurrent.futures.ProcessPoolExecutor(request.workers, mp_context=context,
-                                                        initializer=_init_worker) as pool:
-                futures = {pool.submit(_run_job, *arg): (arg[0].id, arg[1]) for arg in args}
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        results[futures[future]] = future.result()
-                        bar.update()
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-    finally:
-        bar.close()
 
 
 def _init_worker() -> None:

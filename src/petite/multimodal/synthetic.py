@@ -62,11 +62,8 @@ missing), the same structure a HECKTOR import with a clinical CSV gives.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
-import multiprocessing
-import sys
 import time
 import zlib
 from collections.abc import Sequence
@@ -80,6 +77,7 @@ from scipy.ndimage import gaussian_filter, zoom
 from petite.atomic import atomic_path
 from petite.data.nifti import make_affine, save_volume
 from petite.errors import UserError
+from petite.parallel import run_jobs
 from petite.multimodal import clinical as clinical_model
 from petite.multimodal.datalist import (
     DEFAULT_FRACTIONS,
@@ -569,8 +567,6 @@ def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C
     (seeded by ``seed`` and the centre).  ``workers > 1`` runs patients in
     that many processes; the output does not depend on it.
     """
-    from tqdm import tqdm
-
     if int(n_patients) < 1:
         raise UserError(f"n_patients must be at least 1, got {n_patients}")
     if int(seed) < 0:
@@ -586,27 +582,8 @@ def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C
         raise UserError(f"centres must be a non-empty list of distinct centres, got {', '.join(ids) or 'none'}")
     out = Path(out)
     jobs = [(centre, k, int(seed), str(out)) for centre in resolved for k in range(int(n_patients))]
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    bar = tqdm(total=len(jobs), desc="simulate-hn", unit="patient", disable=not progress or None, file=sys.stderr)
-    try:
-        if int(workers) == 1:
-            for job in jobs:
-                results[(job[0].id, job[1])] = _run_job(*job)
-                bar.update()
-        else:
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(int(workers), mp_context=context) as pool:
-                futures = {pool.submit(_run_job, *job): (job[0].id, job[1]) for job in jobs}
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        results[futures[future]] = future.result()
-                        bar.update()
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
-    finally:
-        bar.close()
+    results = run_jobs(_run_job, jobs, lambda job: (job[0].id, job[1]), int(workers), progress=progress,
+                       desc="simulate-hn", unit="patient")
     seconds = [r.pop("seconds") for r in results.values()]
     log.info("generated %d patients, %.2f s each on average", len(seconds), float(np.mean(seconds)))
 
