@@ -323,7 +323,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     if quick:
         echo("(--quick: tiny model and a few steps; a smoke test, the numbers mean nothing.)")
     echo(f"Report: {out / 'report'} (table.md, results.json, error_maps.png)")
-    echo(f"Stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total"))
+    echo("Stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total"))
     echo(f"Total time: {total:.0f} s ({total / 60:.1f} min); load average at start {load_start}, at end {load_average()} "
          f"(times are wall clock: other jobs on these cores slow every stage)")
     return results

@@ -93,9 +93,9 @@ def _joseph_rows(geometry: ProjectorGeometry, theta: float) -> tuple[np.ndarray,
     direction = np.array([-math.sin(theta), math.cos(theta)])
     # Step along the axis the ray crosses most pixels of; interpolate along the other one.
     if abs(direction[0]) / g.dx >= abs(direction[1]) / g.dy:
-        major, step_pos, minor_size, minor_spacing, minor_centres = 0, xs, g.ny, g.dy, ys
+        major, step_pos, minor_size, minor_spacing = 0, xs, g.ny, g.dy
     else:
-        major, step_pos, minor_size, minor_spacing, minor_centres = 1, ys, g.nx, g.dx, xs
+        major, step_pos, minor_size, minor_spacing = 1, ys, g.nx, g.dx
     minor = 1 - major
     step_length = (g.dx if major == 0 else g.dy) / abs(direction[major])
     # s: position along the ray where it crosses each major-axis pixel centre line.

@@ -73,7 +73,6 @@ import torch
 
 from petite.atomic import atomic_path, write_json, write_text
 from petite.demo import load_average, prepare_demo_folder
-from petite.errors import UserError
 
 log = logging.getLogger("petite.multimodal.demo")
 

@@ -801,7 +801,7 @@ def make_report(runs_dir: str | Path, out: str | Path | None = None, *, baseline
     try:
         results: dict[str, Any] = {
             "format": FORMAT, "petite_version": __version__, "runs_dir": str(runs_dir.resolve()),
-            "baseline": baseline, "figures": figures,
+            "baseline": baseline,
             "counts": {"run_folders": len(runs) + len(collection.pretrain) + len(collection.unfinished)
                        + len(collection.skipped), "reported": len(runs), "pretrain": len(collection.pretrain),
                        "unfinished": len(collection.unfinished), "skipped": len(collection.skipped)},
