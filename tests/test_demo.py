@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from petite.data.scanners import BUILTIN_SCANNERS, load_scanner_file
-from petite.demo import demo_scanners, format_table, half_resolution, run_demo
+from petite.demos.pet import demo_scanners, format_table, half_resolution, run_demo
 from petite.errors import UserError
 
 METHODS = ("No-FT", "Full-FT", "PETITE")

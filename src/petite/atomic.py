@@ -1,20 +1,36 @@
-"""Atomic file writes: a reader sees the old file or the complete new one.
+"""Atomic writes: a reader sees the old file (or folder) or the complete new one.
 
 Everything petite writes (volumes, datalists, checkpoints, adapters, reports)
 goes through :func:`atomic_path`: the content is written to a temporary file in
 the destination folder and renamed over the target only once it is complete,
 so an interrupted run or a failed validation never leaves a half-written file.
+Whole output folders (multi-modal run folders, reports) are built in a hidden
+:func:`staged_folder` and renamed into place the same way.  :func:`to_jsonable`
+is the one conversion of results (numpy scalars, paths, tuples, NaN) to JSON.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from petite.errors import UserError
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than one call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -31,9 +47,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates 0600 files; give outputs the usual permissions (0666 minus the umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         yield tmp
         os.replace(tmp, target)
@@ -48,6 +62,63 @@ def write_text(target: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def to_jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays, paths and tuples made JSON types; NaN/Inf become ``None``.
+
+    Mapping keys become strings.  Anything else unknown is turned into its ``str``.
+    """
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
 def write_json(target: str | Path, data: Any) -> None:
-    """Atomically write ``data`` as indented JSON to ``target``."""
-    write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Atomically write ``data`` (through :func:`to_jsonable`) as indented JSON to ``target``."""
+    write_text(target, json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
+
+
+def check_output_folder(out: str | Path, overwrite: bool = False) -> None:
+    """UserError unless ``out`` can become an output folder (absent or empty, or ``overwrite`` of a folder)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError("output exists and is not a folder", out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError("output folder exists and is not empty; pass --overwrite to replace it", out)
+
+
+@contextmanager
+def staged_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``out``; on success it replaces ``out`` in one rename.
+
+    On any error the staging folder is removed and ``out`` is left as it was.
+    ``out`` must be absent or empty unless ``overwrite`` (then it is replaced only at the end).
+    """
+    out = Path(out)
+    check_output_folder(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".staging", dir=out.parent))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders; give the usual permissions
+    try:
+        yield staging
+        trash = None
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, trash / "old")
+        os.replace(staging, out)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import click
 
-from petite.cli import cli
+from petite.cli.app import cli
 from petite.data.datalist import SPLITS, parse_split_sizes
 from petite.data.inspect import format_report, inspect_datalist
-from petite.data.prepare import N_FRAMES, prepare_datalist, scan_csv, scan_frames_dir, scan_pairs_dir
+from petite.data.prepare import (
+    N_FRAMES,
+    prepare_datalist,
+    scan_csv,
+    scan_frames_dir,
+    scan_pairs_dir,
+)
 from petite.errors import UserError
 
 

@@ -1,10 +1,10 @@
-"""`petite demo`: simulate two scanners, pre-train, fine-tune three ways, report (see :mod:`petite.demo`)."""
+"""`petite demo`: simulate two scanners, pre-train, fine-tune three ways, report (see :mod:`petite.demos.pet`)."""
 
 from __future__ import annotations
 
 import click
 
-from petite.cli import cli
+from petite.cli.app import cli
 
 
 @cli.command("demo")
@@ -21,6 +21,6 @@ def demo(out: str, quick: bool, seed: int, overwrite: bool) -> None:
     comparison table and writes OUT/report/ (table.md, results.json,
     error_maps.png).
     """
-    from petite.demo import run_demo
+    from petite.demos.pet import run_demo
 
     run_demo(out, quick=quick, seed=seed, overwrite=overwrite, echo=click.echo)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from petite.cli import cli, parse_size
+from petite.cli.app import cli, parse_size
 
 
 @cli.command("evaluate")
@@ -24,8 +24,9 @@ def evaluate_command(model_path: str, adapter: str | None, datalist: str, split:
                      overlap: float, ssim_window: str, device: str) -> None:
     """PSNR, SSIM and NRMSE per subject on whole volumes (sliding window), with mean +- std."""
     from petite.data.datalist import read_datalist
+    from petite.device import resolve_device
     from petite.engine.evaluate import evaluate_split, write_results
-    from petite.engine.infer import inference_roi, load_predictor, resolve_device, run_crop_size
+    from petite.engine.infer import inference_roi, load_predictor, run_crop_size
 
     data = read_datalist(datalist)
     model = load_predictor(model_path, adapter).to(resolve_device(device))
@@ -52,7 +53,13 @@ def predict_command(src: str, dst: str, model_path: str, adapter: str | None, no
 
     The output keeps the input's affine and header and its intensity range.
     """
-    from petite.engine.infer import inference_roi, load_predictor, predict_file, resolve_device, run_crop_size
+    from petite.device import resolve_device
+    from petite.engine.infer import (
+        inference_roi,
+        load_predictor,
+        predict_file,
+        run_crop_size,
+    )
     from petite.errors import UserError
 
     source = Path(src)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from petite.cli import cli
+from petite.cli.app import cli
 from petite.data.nifti import load_volume
 from petite.errors import UserError
 from petite.metrics import WINDOWS, compute_metrics

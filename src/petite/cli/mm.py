@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from petite.cli import cli, parse_size
+from petite.cli.app import cli, parse_size
 from petite.errors import UserError
 
 

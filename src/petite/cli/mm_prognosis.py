@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from petite.cli import parse_size
+from petite.cli.app import parse_size
 from petite.cli.mm import mm
 from petite.errors import UserError
 

@@ -7,7 +7,7 @@ import json
 import click
 import torch
 
-from petite.cli import cli
+from petite.cli.app import cli
 
 
 @cli.group("model")

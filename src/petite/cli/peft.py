@@ -10,7 +10,7 @@ import click
 import torch
 from torch import nn
 
-from petite.cli import cli
+from petite.cli.app import cli
 
 
 @cli.group("peft")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from petite.cli import cli
+from petite.cli.app import cli
 from petite.data.datalist import DEFAULT_SPLIT_SIZES
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from petite.cli import cli, parse_size
+from petite.cli.app import cli, parse_size
 
 
 def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,30 +16,41 @@ from petite.atomic import atomic_path
 from petite.errors import UserError
 
 
-def load_volume(path: str | Path, ndim: int | None = 3) -> tuple[np.ndarray, np.ndarray]:
+def load_volume(path: str | Path, ndim: int | None = 3, *, what: str = "volume", canonical: bool = False,
+                allow_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Load a NIfTI file as ``(float32 array, 4x4 affine)``.
 
     ``ndim`` is the required number of dimensions (3 for a volume, 4 for
     dynamic frames; ``None`` accepts either).  Trailing singleton dimensions
-    beyond ``ndim`` are squeezed.
+    beyond ``ndim`` are squeezed.  ``canonical`` reorients to the closest RAS+
+    orientation (as MONAI's ``Orientation("RAS")`` does for whole axes);
+    ``allow_zero`` accepts an all-zero volume (a label without a tumour).
+    ``what`` names the file's role in error messages ("CT", "label", ...).
+
+    Raises:
+        UserError: the file is missing or unreadable, has the wrong dimensionality,
+            holds NaN/Inf, or (unless ``allow_zero``) is all zeros.
     """
     path = Path(path)
+    role = "" if what == "volume" else f"{what} "  # "CT file not found", "file not found"
     if not path.is_file():
-        raise UserError("file not found", path)
+        raise UserError(f"{role}file not found", path)
     try:
         img = nib.load(str(path))
+        if canonical:
+            img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as err:  # nibabel raises many types for corrupt files
-        raise UserError(f"cannot read NIfTI ({type(err).__name__}: {err})", path) from None
+        raise UserError(f"cannot read {role}as NIfTI ({type(err).__name__}: {err})", path) from None
     while ndim is not None and data.ndim > ndim and data.shape[-1] == 1:
         data = data[..., 0]
     if ndim is not None and data.ndim != ndim:
         kind = {3: "a 3D volume", 4: "4D dynamic frames"}.get(ndim, f"{ndim}D data")
-        raise UserError(f"expected {kind}, got shape {data.shape}", path)
+        raise UserError(f"{role}expected {kind}, got shape {data.shape}", path)
     if not np.all(np.isfinite(data)):
-        raise UserError("contains NaN or Inf values", path)
-    if not np.any(data):
-        raise UserError("volume is all zeros", path)
+        raise UserError(f"{role}contains NaN or Inf values", path)
+    if not allow_zero and not np.any(data):
+        raise UserError(f"{role}volume is all zeros", path)
     return data, np.asarray(img.affine, dtype=np.float64)
 
 

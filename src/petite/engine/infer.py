@@ -20,15 +20,6 @@ from petite.peft import load_adapter, merge
 DEFAULT_ROI = (64, 64, 64)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def inference_roi(model: nn.Module, crop_size: Sequence[int] | None = None) -> tuple[int, int, int]:
     """Window size: the model's fixed input size (UNETR's ``img_size``), else the training crop."""
     fixed = getattr(model, "img_size", None)

@@ -47,10 +47,11 @@ from tqdm import tqdm
 from petite.atomic import write_json, write_text
 from petite.data.datalist import read_datalist
 from petite.data.transforms import make_dataset, split_crop_size
+from petite.device import resolve_device
 from petite.documents import read_yaml
 from petite.engine.config import TrainConfig
 from petite.engine.evaluate import evaluate_split, write_results
-from petite.engine.infer import inference_roi, resolve_checkpoint, resolve_device
+from petite.engine.infer import inference_roi, resolve_checkpoint
 from petite.engine.optim import build_optimizer, build_scheduler
 from petite.engine.state import load_state, save_state
 from petite.errors import UserError

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 
 from petite.atomic import atomic_path, write_json, write_text
-from petite.demo import load_average, prepare_demo_folder
+from petite.demos.common import load_average, prepare_demo_folder
 
 log = logging.getLogger("petite.multimodal.demo")
 

@@ -143,7 +143,7 @@ def evaluate_segmenter(
         ``{"mode", "roi", "cases": [{"patient", "centre", "dice_1", "dice_2", "dice_mean",
         "hd95_1", "hd95_2", "hd95_mean", "hd95_unit"}, ...], "mean": {...}}``.
     """
-    from petite.multimodal.train import resolve_device
+    from petite.device import resolve_device
 
     check_mode(mode)
     window = resolve_window(model, roi)

@@ -325,7 +325,7 @@ def extract_features(model: nn.Module, cases: Sequence[Mapping[str, Any]], mode:
     """
     from tqdm import tqdm
 
-    from petite.multimodal.train import resolve_device
+    from petite.device import resolve_device
 
     check_mode(mode)
     if region not in REGIONS:

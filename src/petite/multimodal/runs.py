@@ -40,19 +40,23 @@ config plus ``path``, ``kind``, ``modes`` (input modes the model supports),
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from petite.atomic import atomic_path, write_json, write_text
+from petite.atomic import (
+    atomic_path,
+    check_output_folder,
+    staged_folder,
+    to_jsonable,
+    write_json,
+    write_text,
+)
 from petite.documents import read_json
 from petite.errors import UserError
 
@@ -75,50 +79,12 @@ INPUTS_KIND: dict[str, str] = {"ct": "ct", "pet": "pet", "ctpet": "early"}
 # ----------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def staged_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty hidden folder beside ``out``; on success it replaces ``out`` in one rename.
-
-    On any error the staging folder is removed and ``out`` is left as it was.
-    ``out`` must not exist unless ``overwrite`` (then it is replaced only at the end).
-    """
-    out = Path(out)
-    check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".staging", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700 folders; give the run the usual permissions
-    try:
-        yield staging
-        trash = None
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, trash / "run")
-        os.replace(staging, out)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def check_out(out: str | Path, overwrite: bool = False) -> None:
-    """UserError unless ``out`` can become a run folder (absent, or ``overwrite`` of a folder)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError("output exists and is not a folder", out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError("output folder exists and is not empty; pass --overwrite to replace it", out)
+check_out = check_output_folder
 
 
 def write_metrics(folder: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """``metrics.jsonl``: one JSON object per line."""
     write_text(Path(folder) / METRICS_FILE, "".join(json.dumps(dict(r)) + "\n" for r in rows))
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 def _base_name(name: str) -> str:
@@ -167,12 +133,12 @@ def save_run(folder: str | Path, model: nn.Module, kind: str, config: Mapping[st
         raise UserError(f"unknown run kind {kind!r}; kinds: {', '.join(RUN_KINDS)}")
     folder = Path(folder)
     where = Path(destination) if destination is not None else folder
-    cfg: dict[str, Any] = {"format": FORMAT, "kind": kind, **_jsonable(dict(config))}
+    cfg: dict[str, Any] = {"format": FORMAT, "kind": kind, **to_jsonable(dict(config))}
     if "crop" not in cfg:
         raise UserError("a run config needs 'crop'")
     if kind in ("ct", "pet", "early"):
         save_model(model, folder / "model")
-        cfg["model"] = _jsonable(model.config)
+        cfg["model"] = to_jsonable(model.config)
     elif kind == "pemma":
         from safetensors.torch import save_file
 
@@ -200,7 +166,7 @@ def save_run(folder: str | Path, model: nn.Module, kind: str, config: Mapping[st
     write_json(folder / CONFIG_FILE, cfg)
     if metrics:
         write_metrics(folder, metrics)
-    write_json(folder / FINAL_FILE, _jsonable(dict(final or {})))
+    write_json(folder / FINAL_FILE, to_jsonable(dict(final or {})))
     return folder
 
 

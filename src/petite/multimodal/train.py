@@ -28,22 +28,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from petite.device import resolve_device
 from petite.errors import UserError
 from petite.multimodal.datalist import random_crop
 from petite.multimodal.segmentation import MODES, accepts_modalities, check_mode, predict, resolve_window, stack_inputs
 
 #: PEMMA's per-batch input modes when both modalities are available (BRIEF section 7).
 PEMMA_MODE_PROBS: dict[str, float] = {"ctpet": 0.6, "ct": 0.2, "pet": 0.2}
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU; otherwise the named device."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' requested but no CUDA device is available")
-    return device
 
 
 def _available_modes(inputs: str) -> tuple[str, ...]:

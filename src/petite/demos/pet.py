@@ -37,7 +37,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ import yaml
 
 from petite.atomic import write_json, write_text
 from petite.data.scanners import BUILTIN_SCANNERS, Scanner, load_scanner_file
-from petite.errors import UserError
+from petite.demos.common import load_average, prepare_demo_folder
 
 log = logging.getLogger("petite.demo")
 
@@ -114,21 +113,6 @@ def _describe(scanner: Scanner) -> str:
     grid = "x".join(str(n) for n in scanner.shape)
     spacing = "x".join(f"{s:g}" for s in scanner.spacing)
     return f"scanner {scanner.id}: {grid} voxels of {spacing} mm, {scanner.vendor}, {scanner.site}"
-
-
-def prepare_demo_folder(out: Path, names: tuple[str, ...], overwrite: bool) -> None:
-    """Create ``out`` for a demo; its earlier demo paths ``names`` are removed only with ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise UserError("demo output exists and is not a folder", out)
-    present = [out / name for name in names if (out / name).exists()]
-    if present and not overwrite:
-        raise UserError("already holds a demo; pass --overwrite to replace it", out)
-    for path in present:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _write_scanner_file(path: Path, scanners: tuple[Scanner, ...]) -> None:
@@ -327,14 +311,6 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     echo(f"Total time: {total:.0f} s ({total / 60:.1f} min); load average at start {load_start}, at end {load_average()} "
          f"(times are wall clock: other jobs on these cores slow every stage)")
     return results
-
-
-def load_average() -> str:
-    """The 1-minute load average (how busy the cores were), or "n/a" where the OS does not say."""
-    try:
-        return f"{os.getloadavg()[0]:.1f}"
-    except (AttributeError, OSError):
-        return "n/a"
 
 
 def _row(method: str, spec: str | None, test: dict[str, Any], final: dict[str, Any] | None) -> dict[str, Any]:

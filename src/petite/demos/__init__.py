@@ -1,0 +1,1 @@
+"""End-to-end demos: ``petite demo`` (PET across scanners, :mod:`petite.demos.pet`) and ``petite mm demo``."""
