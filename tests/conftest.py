@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,3 +19,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny PET data set of :mod:`tests.pet_data` (9 subjects of 32x32x24), one per test module."""
+    from tests.pet_data import make_pet_dataset
+
+    return make_pet_dataset(tmp_path_factory.mktemp("data"))

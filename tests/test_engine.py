@@ -15,38 +15,12 @@ from safetensors.numpy import load_file
 from scipy.ndimage import gaussian_filter
 
 import petite.engine.train as train_module
-from petite.data.datalist import assign_splits, build_datalist, write_datalist
-from petite.data.nifti import make_affine, save_volume
 from petite.engine.config import TrainConfig
 from petite.engine.train import train
 from tests.cli_runner import run_cli
+from tests.pet_data import PET_SHAPE
 
-SHAPE = (32, 32, 24)
-
-
-def _make_dataset(root: Path, n: int = 9, seed: int = 0) -> Path:
-    """Smooth 'long' volumes and noisy 'short' ones; splits 2/1/2/1/2 (+1 spare)."""
-    rng = np.random.default_rng(seed)
-    items = {}
-    affine = make_affine((4.0, 4.0, 4.0), SHAPE)
-    for i in range(n):
-        long = gaussian_filter(rng.random(SHAPE), 2.0) * 10 + 1
-        short = long + rng.normal(0, 0.5, SHAPE)
-        subject = f"sub{i:02d}"
-        save_volume(root / f"{subject}_short.nii.gz", short, affine)
-        save_volume(root / f"{subject}_long.nii.gz", long, affine)
-        items[subject] = {"short": str(root / f"{subject}_short.nii.gz"), "long": str(root / f"{subject}_long.nii.gz")}
-    splits = assign_splits(sorted(items), (2, 1, 2, 1, 2), seed=seed)
-    path = root / "datalist.json"
-    write_datalist(path, build_datalist(items, splits, "synthetic", seed, root))
-    return path
-
-
-@pytest.fixture(scope="module")
-def datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _make_dataset(tmp_path_factory.mktemp("data"))
-
-
+SHAPE = PET_SHAPE
 
 
 @pytest.mark.parametrize("model, spec", [("unetr", "petite-unetr"), ("cvtgan", "petite-cvtgan")])

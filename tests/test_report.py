@@ -13,7 +13,6 @@ from scipy.stats import wilcoxon
 
 from petite.report.study import format_p, make_report, mark_best
 from tests.cli_runner import run_cli
-from tests.test_engine import datalist  # noqa: F401  (the engine tests' tiny data set, module-scoped fixture)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SUBJECTS = ("s0", "s1", "s2")

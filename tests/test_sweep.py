@@ -11,7 +11,7 @@ import yaml
 
 from petite.engine.study import Study
 from tests.cli_runner import run_cli
-from tests.test_engine import _make_dataset
+from tests.pet_data import make_pet_dataset
 
 
 def _write_study(path: Path, **changes: object) -> Path:
@@ -33,7 +33,7 @@ def _write_study(path: Path, **changes: object) -> Path:
 def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("study")
     (root / "data").mkdir()
-    _make_dataset(root / "data")
+    make_pet_dataset(root / "data")
     return root
 
 
