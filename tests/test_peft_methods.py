@@ -25,7 +25,7 @@ from petite.peft import (
     merge,
     summary,
 )
-from petite.peft.methods import NORM_TYPES
+from petite.peft.methods.layers import NORM_TYPES
 from petite.peft.methods.adapter import Bottleneck
 from petite.peft.methods.ssf import SSFWrapper
 

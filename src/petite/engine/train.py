@@ -1,15 +1,10 @@
 """The training loop behind ``petite pretrain`` and ``petite finetune``.
 
-One function, :func:`train`, runs a configured job into a run folder:
-
-    config.yaml           the resolved configuration
-    metrics.jsonl         one line per epoch (loss, learning rate, validation metrics, time)
-    tensorboard/          the same curves, when the tensorboard package is installed
-    checkpoints/last.*    resumable state, written atomically after every epoch
-    model.*               best full weights (pre-training, full fine-tuning), or
-    adapter.*             best PEFT adapter (fine-tuning with a PEFT spec)
-    test_metrics.csv/json per-subject test metrics, computed once at the end
-    final.json            test summary, trainable parameters, timing, peak memory
+One function, :func:`train`, runs a configured job into a run folder
+(:mod:`petite.engine.run_folder` lists its files).  The loop draws batches,
+validates, keeps the best weights and checkpoints; the optimisation step itself
+(losses, optimisers, the GAN's discriminator) is the model's
+:class:`~petite.engine.steps.TrainingStep`.
 
 Pre-training (no ``init``) trains every parameter, the GAN's discriminator
 included.  Fine-tuning loads ``init`` and applies the PEFT spec; the GAN's
@@ -30,33 +25,28 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import resource
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from petite.atomic import write_json, write_text
 from petite.data.datalist import read_datalist
 from petite.data.transforms import make_dataset, split_crop_size
 from petite.device import resolve_device
-from petite.documents import read_yaml
 from petite.engine.config import TrainConfig
+from petite.engine.distributed import barrier, process_group
 from petite.engine.evaluate import evaluate_split, write_results
-from petite.engine.infer import inference_roi, resolve_checkpoint
-from petite.engine.optim import build_optimizer, build_scheduler
+from petite.engine.infer import inference_roi, load_predictor, resolve_checkpoint
+from petite.engine.memory import peak_memory_mb, reset_peak_memory
+from petite.engine.run_folder import RunFolder
 from petite.engine.state import load_state, save_state
+from petite.engine.steps import is_gan, make_step
 from petite.errors import UserError
 from petite.models import build_model, load_model, save_model
-from petite.models.cvtgan import discriminator_loss, generator_loss
 from petite.peft import Spec, apply_spec, recommended_hparams, save_adapter
 from petite.peft.accounting import prune_dead
 from petite.peft.accounting import summary as peft_summary
@@ -64,47 +54,7 @@ from petite.peft.accounting import summary as peft_summary
 log = logging.getLogger("petite.train")
 
 
-class Run:
-    """A run folder and the files in it."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.config = self.root / "config.yaml"
-        self.metrics = self.root / "metrics.jsonl"
-        self.state = self.root / "checkpoints" / "last"
-        self.final = self.root / "final.json"
-
-    @property
-    def resumable(self) -> bool:
-        return self.state.with_suffix(".json").is_file()
-
-
-def _prepare_run(run: Run, cfg: TrainConfig, resume: bool, overwrite: bool) -> bool:
-    """Create the run folder or check it may be continued; returns whether to resume."""
-    if run.root.exists() and not run.root.is_dir():
-        raise UserError("output exists and is not a folder", run.root)
-    if overwrite and run.root.exists():
-        if not run.config.is_file() and any(run.root.iterdir()):
-            raise UserError("refusing to clear a non-empty folder that is not a petite run", run.root)
-        shutil.rmtree(run.root)
-    if run.final.is_file():
-        raise UserError("run already finished (final.json exists); pass --overwrite to redo it", run.root)
-    if resume:
-        if not run.resumable:
-            raise UserError("nothing to resume (no checkpoints/last.json)", run.root)
-        saved = read_yaml(run.config, "run config")
-        changed = sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v)
-        if changed:
-            raise UserError(f"configuration differs from the interrupted run in: {', '.join(changed)}", run.config)
-        return True
-    if run.resumable:
-        raise UserError("an interrupted run is here; pass --resume to continue or --overwrite", run.root)
-    run.root.mkdir(parents=True, exist_ok=True)
-    write_text(run.config, cfg.to_yaml())
-    return False
-
-
-def _tensorboard(run: Run, rank: int) -> Any:
+def _tensorboard(run: RunFolder, rank: int) -> Any:
     """A TensorBoard writer in ``run/tensorboard`` when the tensorboard package is installed, else None."""
     if rank != 0:
         return None
@@ -118,16 +68,6 @@ def _tensorboard(run: Run, rank: int) -> Any:
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
 
 
 def _build(cfg: TrainConfig, datalist: dict[str, Any]) -> tuple[nn.Module, tuple[int, int, int]]:
@@ -176,125 +116,12 @@ def _sample(dataset: Any, index: int, seed: int) -> dict[str, Any]:
     return dataset[index]
 
 
-def _average_gradients(params: list[nn.Parameter], world: int) -> None:
-    if world == 1:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= world
-
-
-def _global_mean(value: torch.Tensor, world: int) -> float:
-    """A loss averaged over processes (each holds an equal share of the batch)."""
-    value = value.detach().float()
-    if world > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= world
-    return float(value)
-
-
-def _proc_status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024  # reported in KiB
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_memory(device: torch.device) -> float:
-    """Start this run's peak-memory count; returns the memory in use now (MiB).
-
-    CUDA: the allocator's counters.  CPU (Linux): the peak resident set size
-    (VmHWM) is reset to the current one; elsewhere the process's lifetime peak
-    is all there is.
-    """
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device) / 2**20
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    return _proc_status_mb("VmRSS") or 0.0
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated, or on the CPU the peak resident set size, in MiB."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    peak = _proc_status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class Trainer:
-    """One optimisation step for regression models (L1/MSE) or the conditional GAN."""
-
-    def __init__(self, model: nn.Module, cfg: TrainConfig, train_disc: bool, steps: int, device: torch.device, world: int):
-        self.model, self.cfg, self.device, self.world = model, cfg, device, world
-        self.is_gan = hasattr(model, "discriminator")
-        self.train_disc = self.is_gan and train_disc
-        disc_ids = {id(p) for p in model.discriminator.parameters()} if self.is_gan else set()
-        self.params = [p for p in model.parameters() if p.requires_grad and id(p) not in disc_ids]
-        self.optimizers = {"model": build_optimizer(self.params, cfg.optimizer, cfg.lr, cfg.weight_decay)}
-        if self.train_disc:
-            self.disc_params = [p for p in model.discriminator.parameters() if p.requires_grad]
-            # pix2pix's discriminator optimiser settings.
-            self.optimizers["discriminator"] = build_optimizer(
-                self.disc_params, "adam", cfg.lr, 0.0, betas=(0.5, 0.999)
-            )
-        warmup = steps // max(cfg.epochs, 1) * cfg.warmup_epochs
-        self.schedulers = {
-            name: build_scheduler(opt, cfg.schedule, steps, warmup) for name, opt in self.optimizers.items()
-        }
-        self.amp = cfg.amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-
-    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.l1_loss(pred, target) if self.cfg.loss == "l1" else F.mse_loss(pred, target)
-
-    def step(self, short: torch.Tensor, long: torch.Tensor) -> dict[str, float]:
-        autocast = torch.autocast(self.device.type, enabled=self.amp)
-        logs: dict[str, float] = {}
-        with autocast:
-            fake = self.model(short)
-        if self.train_disc:
-            opt = self.optimizers["discriminator"]
-            opt.zero_grad(set_to_none=True)
-            with autocast:
-                disc = self.model.discriminator
-                d_loss = discriminator_loss(disc(short, long), disc(short, fake.detach()))
-            self.scaler.scale(d_loss).backward()
-            _average_gradients(self.disc_params, self.world)
-            self.scaler.step(opt)
-            self.schedulers["discriminator"].step()
-            logs["d_loss"] = _global_mean(d_loss, self.world)
-        opt = self.optimizers["model"]
-        opt.zero_grad(set_to_none=True)
-        with autocast:
-            if self.is_gan:
-                loss = generator_loss(self.model.discriminator(short, fake), fake, long, self.cfg.l1_weight)
-            else:
-                loss = self._loss(fake, long)
-        self.scaler.scale(loss).backward()
-        _average_gradients(self.params, self.world)
-        self.scaler.step(opt)
-        self.scaler.update()
-        self.schedulers["model"].step()
-        logs["loss"] = _global_mean(loss, self.world)
-        return logs
-
-
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run ``cfg`` into its run folder (see the module docstring); returns ``final.json``'s content."""
-    rank, world = _distributed()
+    rank, world = process_group()
     if cfg.batch_size % world:
         raise UserError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
-    run = Run(cfg.out)
+    run = RunFolder(cfg.out)
     datalist = read_datalist(cfg.datalist)
     spec = Spec.parse(cfg.spec)
     pretraining = not cfg.init
@@ -305,9 +132,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     cfg.crop_size = list(crop)  # resolved, so config.yaml records the sliding-window size too
     table = _fill_hparams(cfg, model.config["name"], spec)
     cfg.validate()  # the filled-in values must be ones config.yaml can be reloaded with
-    resuming = _prepare_run(run, cfg, resume, overwrite) if rank == 0 else resume
-    if world > 1:
-        dist.barrier()
+    resuming = run.prepare(cfg, resume, overwrite) if rank == 0 else resume
+    barrier(world)
     device = resolve_device(cfg.device)
 
     train_set = make_dataset(datalist, cfg.train_split, train=True, cache_rate=cfg.cache_rate, crop_size=crop) if cfg.epochs else None
@@ -329,9 +155,6 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
                 log.info("froze %d tensors that get no gradient: %s", len(dead), ", ".join(dead[:5]))
         info = peft_summary(model, peft)
         trainable, percent = info["trainable"], info["percent"]
-    train_disc = hasattr(model, "discriminator") and spec.full
-    if hasattr(model, "discriminator"):
-        model.discriminator.requires_grad_(train_disc)
     model.to(device)
     roi = inference_roi(model, crop)
 
@@ -339,13 +162,17 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
         raise UserError(f"spec {cfg.spec!r} trains nothing; use --epochs 0 to evaluate the model as it is")
     has_val = bool(datalist.get(cfg.val_split))
     steps_per_epoch = len(_batches(len(train_set), cfg, 0, rank, world)) if train_set is not None else 0
-    trainer = Trainer(model, cfg, train_disc, steps_per_epoch * cfg.epochs, device, world) if cfg.epochs else None
+    # The GAN's discriminator trains in pre-training and full fine-tuning, never under PEFT.
+    step = make_step(model, cfg, steps_per_epoch * cfg.epochs, device, world, train_discriminator=spec.full) \
+        if cfg.epochs else None
+    if step is None and is_gan(model):
+        model.discriminator.requires_grad_(False)
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"psnr": None, "epoch": 0}
     start_epoch, elapsed = 0, 0.0
     if resuming:
-        saved = load_state(run.state, model, trainer.optimizers, trainer.schedulers)
+        saved = load_state(run.state, model, step.optimizers, step.schedulers)
         start_epoch, history, best, elapsed = saved["epoch"], saved["history"], saved["best"], saved["elapsed"]
         log.info("resuming %s at epoch %d/%d", run.root, start_epoch, cfg.epochs)
 
@@ -361,15 +188,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
                disable=not progress or rank != 0, dynamic_ncols=True)
     step_times: list[float] = []
     board = _tensorboard(run, rank) if cfg.epochs else None
-    memory_at_start = _reset_peak_memory(device)  # after set-up: the peak of training and evaluation
+    memory_at_start = reset_peak_memory(device)  # after set-up: the peak of training and evaluation
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             # Re-seed from (seed, epoch): resumed runs draw exactly what uninterrupted ones do.
             torch.manual_seed(cfg.seed * 100_003 + epoch)
-            model.train()
-            if hasattr(model, "discriminator") and not train_disc:
-                model.discriminator.eval()  # frozen: keep its BatchNorm statistics fixed
+            step.train_mode()
             losses = []
             for batch in _batches(len(train_set), cfg, epoch, rank, world):
                 crop_seed = (cfg.seed * 100_003 + epoch) * 10_007
@@ -377,14 +202,14 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
                 short = torch.stack([item["short"] for item in items]).to(device)
                 long = torch.stack([item["long"] for item in items]).to(device)
                 ts = time.perf_counter()
-                logs = trainer.step(short, long)
+                logs = step(short, long)
                 step_times.append(time.perf_counter() - ts)
                 losses.append(logs["loss"])
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{logs['loss']:.4f}")
             record: dict[str, Any] = {
                 "epoch": epoch + 1, "loss": float(np.mean(losses)),
-                "lr": trainer.optimizers["model"].param_groups[0]["lr"],
+                "lr": step.lr,
             }
             last_epoch = epoch + 1 == cfg.epochs
             if has_val and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
@@ -411,7 +236,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
             if rank == 0:
                 write_text(run.metrics, "".join(json.dumps(h) + "\n" for h in history))
                 info = {"epoch": epoch + 1, "history": history, "best": best, "elapsed": elapsed}
-                save_state(run.state, model, trainer.optimizers, trainer.schedulers, info)
+                save_state(run.state, model, step.optimizers, step.schedulers, info)
     except KeyboardInterrupt:
         bar.close()
         log.warning("interrupted; resumable state saved after epoch %d: rerun with --resume", len(history))
@@ -424,14 +249,12 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     if rank != 0:
         return {}
     if best["epoch"] > 0:
-        from petite.engine.infer import load_predictor
-
         model = load_predictor(run.root).to(device)
     model.eval()
     rows = evaluate_split(model, datalist, cfg.test_split, roi, cfg.overlap, cfg.sw_batch_size, progress=progress) \
         if datalist.get(cfg.test_split) else []
     test = write_results(run.root, rows, "test_metrics") if rows else {}
-    peak = _peak_memory_mb(device)
+    peak = peak_memory_mb(device)
     final = {
         "model": cfg.model, "preset": model.config.get("preset"), "spec": spec.to_string(),
         "trainable": int(trainable), "percent": float(percent), "epochs": cfg.epochs,

@@ -28,6 +28,7 @@ from petite import __version__
 from petite.atomic import atomic_path, write_json
 from petite.documents import read_json
 from petite.errors import UserError
+from petite.models.registry import build_model
 
 FORMAT = "petite-model"
 FORMAT_VERSION = 1
@@ -111,7 +112,6 @@ def load_model(path: str | Path) -> nn.Module:
         UserError: a file is missing or corrupt, the fingerprint does not match
             the sidecar, or the tensors do not fit the rebuilt architecture.
     """
-    from petite.models.registry import build_model
 
     weights, sidecar = checkpoint_paths(path)
     meta = read_sidecar(path)

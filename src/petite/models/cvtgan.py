@@ -42,9 +42,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from petite.models.blocks.cvt import ConvNormAct, CvTStage, CvTUpStage, ResidualConvBlock
+from petite.models.blocks.cvt import (
+    ConvNormAct,
+    CvTStage,
+    CvTUpStage,
+    ResidualConvBlock,
+)
 from petite.models.blocks.padding import crop_to_shape, pad_to_multiple
-from petite.models.registry import init_contract
+from petite.models.contract import init_contract
 
 #: Total downsampling factor of the generator (stem + three stride-2 stages).
 GENERATOR_MULTIPLE = 16

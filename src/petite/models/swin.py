@@ -20,8 +20,7 @@ import torch
 from monai.networks.nets import SwinUNETR as _MonaiSwinUNETR
 
 from petite.models.blocks.padding import crop_to_shape, pad_to_multiple
-from petite.models.registry import init_contract
-
+from petite.models.contract import init_contract
 
 #: Total downsampling of Swin UNETR: patch 2, then four 2x patch-merging stages.
 SWIN_MULTIPLE = 32

@@ -33,11 +33,14 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks import PatchEmbeddingBlock, TransformerBlock
 from monai.networks.blocks.dynunet_block import UnetOutBlock
-from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
+from monai.networks.blocks.unetr_block import (
+    UnetrBasicBlock,
+    UnetrPrUpBlock,
+    UnetrUpBlock,
+)
 
 from petite.errors import UserError
-from petite.models.registry import init_contract, mark_prompt_site
-
+from petite.models.contract import init_contract, mark_prompt_site
 
 #: Constructor arguments of each preset.  ``paper`` is the reference setting of
 #: the PETITE paper: 101,670,049 parameters, 88,224,000 in the ViT (img_size 64^3

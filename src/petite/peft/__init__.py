@@ -7,16 +7,23 @@ Typical use::
     ...train the tensors with requires_grad...
     save_adapter(model, state, "runs/x/adapter")
     merge(model)                                           # fold LoRA/DoRA/SSF for inference
+
+Modules: ``spec`` (the Mix-PEFT grammar), ``methods/`` (one file per method, the
+extension point), ``paper`` (the paper's hyper-parameters and combinations),
+``state`` (what applying a spec did), ``apply``, ``accounting`` (honest counts),
+``merge`` (merge/unmerge), ``io`` (adapter files).
 """
 
 from __future__ import annotations
 
 from petite.peft.accounting import check_gradients, count_trainable, dead_parameters, prune_dead, summary, trainable_parameters
-from petite.peft.apply import PeftState, apply_spec, base_parameter_count, peft_state
-from petite.peft.io import base_fingerprint, load_adapter, read_adapter_meta, save_adapter
-from petite.peft.merge import is_merged, merge
-from petite.peft.registry import METHODS, MIX_METHODS, method_class, recommended_hparams
-from petite.peft.spec import PRESETS, MethodSpec, Spec, combos
+from petite.peft.apply import apply_spec
+from petite.peft.io import load_adapter, read_adapter_meta, save_adapter
+from petite.peft.merge import is_merged, merge, unmerge
+from petite.peft.methods import METHODS, method_class
+from petite.peft.paper import MIX_METHODS, combos, recommended_hparams
+from petite.peft.spec import PRESETS, MethodSpec, Spec
+from petite.peft.state import PeftState, base_fingerprint, base_parameter_count, peft_state
 
 __all__ = [
     "METHODS",
@@ -43,4 +50,5 @@ __all__ = [
     "save_adapter",
     "summary",
     "trainable_parameters",
+    "unmerge",
 ]

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from petite.peft.apply import PeftState, peft_state
-from petite.peft.methods import component_module_names
+from petite.models.contract import component_modules
+from petite.peft.state import PeftState, peft_state
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -131,7 +131,7 @@ def summary(model: nn.Module, state: PeftState | None = None) -> dict[str, Any]:
     if state is None:
         raise ValueError("PEFT has not been applied to this model")
     params = dict(model.named_parameters())
-    comp_names = {c: set(component_module_names(model, c)) for c in getattr(model, "components", {})}
+    comp_names = {c: set(component_modules(model, c)) for c in getattr(model, "components", {})}
     per_component: dict[str, int] = {c: 0 for c in comp_names if c not in getattr(model, "frozen_components", [])}
     per_method: dict[str, int] = {}
     total = 0

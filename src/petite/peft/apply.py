@@ -9,69 +9,22 @@ first trainable tensor (e.g. the frozen patch embedding under VPT prompts).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from torch import nn
 
 from petite.errors import UserError
-from petite.peft.methods import Method, component_module_names
+from petite.models.contract import WHOLE_MODEL, component_modules
+from petite.peft.methods import Method
 from petite.peft.methods.bitfit import BitFit
-from petite.peft.spec import WHOLE_MODEL, Spec
-
-ATTR = "petite_peft"  # the model attribute holding the PeftState
-
-
-@dataclasses.dataclass
-class PeftState:
-    """What :func:`apply_spec` did to a model.
-
-    ``trainable``: parameter name -> the method that trains it (``"bitfit"`` for the
-    global flag, ``"full"`` for full fine-tuning), in ``named_parameters`` order.
-    ``base_parameters``: parameters outside the frozen components before PEFT (the
-    denominator of "% trainable").  ``base_fingerprint``: hash of the base state
-    dict at apply time (``None`` if not computed), written into adapter files.
-    """
-
-    spec: Spec
-    trainable: dict[str, str]
-    base_parameters: int
-    base_fingerprint: str | None = None
-    methods: list[tuple[str, Method]] = dataclasses.field(default_factory=list)
-    merged: bool = False
-    pruned: list[str] = dataclasses.field(default_factory=list)  # dead tensors frozen by prune_dead
-
-    def freeze(self, model: nn.Module, names: list[str]) -> None:
-        """Stop training ``names`` (dead tensors): ``requires_grad=False``, out of ``trainable``."""
-        params = dict(model.named_parameters())
-        for name in names:
-            params[name].requires_grad_(False)
-            if self.trainable.pop(name, None) is not None and name not in self.pruned:
-                self.pruned.append(name)
-
-    @property
-    def trainable_names(self) -> list[str]:
-        """Names of the trained tensors."""
-        return list(self.trainable)
-
-
-def peft_state(model: nn.Module) -> PeftState | None:
-    """The :class:`PeftState` of a model PEFT was applied to, else ``None``."""
-    return model.__dict__.get(ATTR)
-
-
-def base_parameter_count(model: nn.Module) -> int:
-    """Parameters outside ``model.frozen_components`` (shared tensors once)."""
-    scope = set(component_module_names(model, WHOLE_MODEL))
-    seen: set[int] = set()
-    total = 0
-    for name, module in model.named_modules():
-        if name in scope:
-            for p in module.parameters(recurse=False):
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    total += p.numel()
-    return total
+from petite.peft.spec import Spec
+from petite.peft.state import (
+    ATTR,
+    PeftState,
+    base_fingerprint,
+    base_parameter_count,
+    peft_state,
+)
 
 
 def check_scopes(model: nn.Module, spec: Spec) -> None:
@@ -82,7 +35,7 @@ def check_scopes(model: nn.Module, spec: Spec) -> None:
             continue
         if scope in frozen:
             raise UserError(f"component {scope!r} is frozen in this model and cannot be fine-tuned")
-        component_module_names(model, scope)  # raises for unknown components
+        component_modules(model, scope)  # raises for unknown components
 
 
 def apply_spec(model: nn.Module, spec: Spec | str, *, fingerprint: bool = True) -> PeftState:
@@ -100,11 +53,7 @@ def apply_spec(model: nn.Module, spec: Spec | str, *, fingerprint: bool = True) 
     if peft_state(model) is not None:
         raise UserError("PEFT is already applied to this model; build a fresh base model")
     check_scopes(model, spec)
-    base_fp = None
-    if fingerprint:
-        from petite.peft.io import base_fingerprint
-
-        base_fp = base_fingerprint(model)
+    base_fp = base_fingerprint(model) if fingerprint else None
     base_total = base_parameter_count(model)
 
     model.requires_grad_(False)
@@ -115,8 +64,8 @@ def apply_spec(model: nn.Module, spec: Spec | str, *, fingerprint: bool = True) 
             chosen.setdefault(id(p), (p, label))
 
     # Resolve every scope on the unmodified model: wrappers rename modules below them.
-    scopes = {s: component_module_names(model, s) for s in spec.scopes}
-    whole = component_module_names(model, WHOLE_MODEL)
+    scopes = {s: component_modules(model, s) for s in spec.scopes}
+    whole = component_modules(model, WHOLE_MODEL)
     if spec.full:
         whole_set = set(whole)
         take([p for n, m in model.named_modules() if n in whole_set for p in m.parameters(recurse=False)], "full")

@@ -22,8 +22,6 @@ weights.  No pickles anywhere.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,69 +30,27 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from petite.atomic import atomic_path, write_json
+from petite.atomic import atomic_path, to_jsonable, write_json
 from petite.documents import read_json
 from petite.errors import UserError
-from petite.peft.apply import PeftState, apply_spec, peft_state
-from petite.peft.methods import component_module_names
-from petite.peft.spec import WHOLE_MODEL, Spec
+from petite.models.contract import WHOLE_MODEL, component_modules
+from petite.peft.apply import apply_spec
+from petite.peft.spec import Spec
+from petite.peft.state import PeftState, base_fingerprint, peft_state
 
 FORMAT = "petite-adapter"
 VERSION = 1
 TENSORS_FILE = "adapter.safetensors"
 META_FILE = "adapter.json"
-_OWN_ALGO = "sha256-names-bytes-v1"
-_MODELS_ALGO = "petite.models.checkpoint.fingerprint"
-
-
-def _own_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over sorted names, dtypes, shapes and raw bytes."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _models_fingerprint(state_dict: dict[str, torch.Tensor]) -> str | None:
-    try:
-        from petite.models.checkpoint import fingerprint
-    except ImportError:
-        return None
-    value = fingerprint(state_dict)
-    return value if isinstance(value, str) and value else None
-
-
-def base_fingerprint(model: nn.Module, algo: str | None = None) -> str:
-    """Fingerprint (``algo:hex``) of a base model's state dict (call before applying PEFT).
-
-    Uses ``petite.models.checkpoint.fingerprint`` when it exists (so adapters and
-    checkpoints agree), else our sha256; ``algo`` (from an adapter file) forces one.
-    """
-    state_dict = model.state_dict()
-    if algo in (None, _MODELS_ALGO):
-        value = _models_fingerprint(state_dict)
-        if value is not None:
-            return f"{_MODELS_ALGO}:{value}"
-        if algo == _MODELS_ALGO:
-            raise UserError("this adapter's fingerprint needs petite.models.checkpoint.fingerprint")
-    return f"{_OWN_ALGO}:{_own_fingerprint(state_dict)}"
-
-
 def running_stat_buffers(model: nn.Module) -> list[str]:
     """Buffer names of norm layers with running statistics outside the frozen components."""
-    scope = set(component_module_names(model, WHOLE_MODEL))
+    scope = set(component_modules(model, WHOLE_MODEL))
     out: list[str] = []
     for name, module in model.named_modules():
         if name in scope and isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
             prefix = f"{name}." if name else ""
             out += [prefix + b for b, buf in module.named_buffers(recurse=False) if buf is not None]
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 def save_adapter(model: nn.Module, state: PeftState | None, path: str | Path) -> Path:
@@ -117,7 +73,7 @@ def save_adapter(model: nn.Module, state: PeftState | None, path: str | Path) ->
         "version": VERSION,
         "spec": state.spec.to_string(),
         "spec_options": state.spec.to_dict(),  # explicit options: immune to future default changes
-        "model": _jsonable(getattr(model, "config", {})),
+        "model": to_jsonable(getattr(model, "config", {})),
         "base_fingerprint": state.base_fingerprint,
         "trainable": {n: m for n, m in state.trainable.items()},
         "buffers": stats,
@@ -157,7 +113,7 @@ def load_adapter(model: nn.Module, path: str | Path, spec: Spec | str | None = N
     meta = read_adapter_meta(folder)
     meta_path = folder / META_FILE
     file_spec = Spec.from_dict(meta["spec_options"]) if "spec_options" in meta else Spec.parse(meta["spec"])
-    config = _jsonable(getattr(model, "config", {}))
+    config = to_jsonable(getattr(model, "config", {}))
     if config != meta.get("model"):
         theirs = meta.get("model") or {}
         raise UserError(

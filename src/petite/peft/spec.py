@@ -25,16 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from torch import nn
 
 from petite.atomic import write_text
 from petite.documents import read_yaml
 from petite.errors import UserError
-from petite.peft.methods import Method, MethodConfig, component_module_names, format_value
-from petite.peft.methods.vpt import prompt_sites
-from petite.peft.registry import MIX_METHODS, method_class
-
-WHOLE_MODEL = "*"
+from petite.models.contract import WHOLE_MODEL
+from petite.peft.methods import Method, MethodConfig, format_value, method_class
 
 PRESETS: dict[str, str] = {
     "petite-unetr": "encoder=lora:r=4,decoder=ssf,bitfit",
@@ -235,56 +231,3 @@ class Spec:
 def as_spec(spec: str | Spec) -> Spec:
     """Accept a spec string, preset name or :class:`Spec`."""
     return Spec.parse(spec)
-
-
-# ---------------------------------------------------------------------- Mix-PEFT combos
-
-# Options per model as in the paper's Tables 6-7 (keyed by position where they differ).
-_COMBO_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
-    "cvtgan": {"lora": {"r": 8}, "adapter": {"rf": 8}, "vpt@encoder": {"tokens": (8, 32)},
-               "vpt@decoder": {"tokens": (32, 8)}, "ssf": {}},
-    "unetr": {"lora": {"r": 4}, "adapter": {"rf": 4}, "adapter@encoder": {"rf": 16}, "vpt": {"tokens": (50,)},
-              "ssf": {}},
-}
-_ENCODER_ORDER = ("lora", "adapter", "vpt", "ssf")
-_DECODER_ORDER = ("lora", "adapter", "ssf", "vpt")
-assert set(_ENCODER_ORDER) == set(_DECODER_ORDER) == set(MIX_METHODS)
-
-
-def _combo_method(model: nn.Module, name: str, position: str, module_names: list[str]) -> MethodSpec | None:
-    table = _COMBO_OPTIONS.get((getattr(model, "config", None) or {}).get("name", ""), {})
-    options = table.get(f"{name}@{position}", table.get(name, {}))
-    spec = MethodSpec.create(name, options)
-    method = spec.build()
-    if not method.is_feasible(model, module_names):
-        return None
-    if name == "vpt" and options:
-        # Paper token counts only fit if the site count matches; else the model default.
-        try:
-            method.tokens_per_site(model, prompt_sites(model, module_names))  # type: ignore[attr-defined]
-        except UserError:
-            spec = MethodSpec.create(name)
-    return spec
-
-
-def combos(model: nn.Module, encoder: str = "encoder", decoder: str = "decoder") -> list[Spec]:
-    """Feasible Mix-PEFT combinations (paper Tables 6-7), each with global BitFit.
-
-    Encoder and decoder get different methods from {lora, adapter, vpt, ssf},
-    each feasible for its component (VPT needs a prompt site; adapters an MLP or a
-    conv block; LoRA query/key or conv layers; SSF attention/MLP/norm outputs).
-    """
-    enc_names = component_module_names(model, encoder)
-    dec_names = component_module_names(model, decoder)
-    out: list[Spec] = []
-    for e in _ENCODER_ORDER:
-        enc = _combo_method(model, e, "encoder", enc_names)
-        if enc is None:
-            continue
-        for d in _DECODER_ORDER:
-            if d == e:
-                continue
-            dec = _combo_method(model, d, "decoder", dec_names)
-            if dec is not None:
-                out.append(Spec(((encoder, enc), (decoder, dec)), bitfit=True))
-    return out

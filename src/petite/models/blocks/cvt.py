@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import MLPBlock
 
-from petite.models.registry import mark_prompt_site
+from petite.models.contract import mark_prompt_site
 
 
 def _depthwise_projection(dim: int, stride: int) -> nn.Sequential:

@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from petite.errors import UserError
-from petite.peft.methods import Method, MethodConfig, out_features, replace_module, role_patterns, select_modules
+from petite.models.contract import role_patterns, select_modules
+from petite.peft.methods.base import Method, MethodConfig
+from petite.peft.methods.layers import out_features, replace_module
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,8 @@ import dataclasses
 
 from torch import nn
 
-from petite.peft.methods import Method, MethodConfig, select_modules
+from petite.models.contract import select_modules
+from petite.peft.methods.base import Method, MethodConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,8 @@ import dataclasses
 
 from torch import nn
 
-from petite.peft.methods import NORM_TYPES, Method, MethodConfig
+from petite.peft.methods.base import Method, MethodConfig
+from petite.peft.methods.layers import NORM_TYPES
 
 
 @dataclasses.dataclass(frozen=True)

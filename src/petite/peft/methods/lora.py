@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from petite.errors import UserError
-from petite.peft.methods import Method, MethodConfig, replace_module, select_modules
+from petite.models.contract import select_modules
+from petite.peft.methods.base import Method, MethodConfig
+from petite.peft.methods.layers import replace_module
 
 LORA_KINDS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv3d, nn.ConvTranspose3d)
 
@@ -90,6 +92,7 @@ class LoraConv(nn.Module):
         self.lora_B = nn.Conv3d(r, base_layer.out_channels, 1, bias=False, **kw)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
+        self._merge_scale: torch.Tensor | None = None
         self.lora_magnitude: nn.Parameter | None = None
         if dora:
             self.lora_magnitude = nn.Parameter(self._column_norm(w.detach()))
@@ -116,6 +119,8 @@ class LoraConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base_layer
+        if self.merged:
+            return base(x)
         if self.lora_magnitude is None:
             return base(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
         delta = self.delta_weight()
@@ -123,16 +128,37 @@ class LoraConv(nn.Module):
         # Split like peft's DoRA so that dropout only touches the low-rank path.
         return self._conv(x, base.weight * scale, base.bias) + self._conv(self.lora_dropout(x), delta * scale, None)
 
+    @property
+    def merged(self) -> bool:
+        """Whether the update is folded into ``base_layer.weight`` (then ``forward`` is the base layer's)."""
+        return self._merge_scale is not None
+
     @torch.no_grad()
-    def merged_layer(self) -> nn.Module:
-        """The base layer with the update folded into its weight."""
-        base = self.base_layer
-        weight = base.weight + self.delta_weight()
+    def merge(self, safe_merge: bool = False) -> None:
+        """Fold the update into the base weight: ``W0 + dW`` (LoRA) or ``m (W0 + dW) / ||W0 + dW||`` (DoRA).
+
+        ``safe_merge`` refuses a non-finite result (as peft's ``merge(safe_merge=True)`` does).
+        """
+        if self.merged:
+            return
+        weight = self.base_layer.weight
+        updated = weight + self.delta_weight()
+        scale = torch.ones((), dtype=weight.dtype, device=weight.device)
         if self.lora_magnitude is not None:
-            scale = self.lora_magnitude / self._column_norm(weight)
-            weight = weight * scale
-        base.weight.copy_(weight)
-        return base
+            scale = self.lora_magnitude / self._column_norm(updated)
+        if safe_merge and not torch.isfinite(updated * scale).all():
+            raise ValueError("NaNs or Infs in the merged LoRA weight")
+        weight.copy_(updated * scale)
+        self._merge_scale = scale  # kept to undo the DoRA normalisation exactly in unmerge
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Take the update out of the base weight again (inverse of :meth:`merge`, to float rounding)."""
+        if not self.merged:
+            return
+        weight = self.base_layer.weight
+        weight.copy_(weight / self._merge_scale - self.delta_weight())
+        self._merge_scale = None
 
 
 class Lora(Method):
@@ -169,6 +195,7 @@ class Lora(Method):
         convs = [n for n in names if isinstance(modules[n], nn.modules.conv._ConvNd)]
         peft_names = [n for n in names if n not in convs]
         params: list[nn.Parameter] = []
+        self.wrapped = list(names)
         for n in convs:
             wrapper = LoraConv(modules[n], cfg.r, cfg.alpha, cfg.dropout, self.use_dora)
             replace_module(model, n, wrapper)
@@ -193,14 +220,19 @@ class Lora(Method):
         before = {id(p) for p in model.parameters()}
         inject_adapter_in_model(hf, model, adapter_name=adapter)
         new = [p for p in model.parameters() if id(p) not in before]
-        wrapped = {n for n, m in model.named_modules() if _is_peft_lora(m)}
+        wrapped = {n for n, m in model.named_modules() if is_peft_lora(m)}
         missing = [n for n in names if n not in wrapped]
         if missing:
             raise UserError(f"{self.name}: peft did not wrap {', '.join(missing)}")
         return new
 
+    def is_wrapper(self, module: nn.Module) -> bool:
+        return isinstance(module, LoraConv) or is_peft_lora(module)
+
     def merge(self, model: nn.Module) -> None:
-        merge_lora_layers(model)
+        for _, wrapper in self.wrappers(model):
+            if not wrapper.merged:
+                wrapper.merge(safe_merge=True)
 
 
 def _full_rank(layer: nn.Module) -> int:
@@ -211,7 +243,8 @@ def _full_rank(layer: nn.Module) -> int:
     return min(w.shape[0], math.prod(w.shape[1:]))
 
 
-def _is_peft_lora(module: nn.Module) -> bool:
+def is_peft_lora(module: nn.Module) -> bool:
+    """Whether ``module`` is one of HF peft's LoRA/DoRA layers."""
     try:
         from peft.tuners.lora import LoraLayer
     except ImportError:  # pragma: no cover - peft is a dependency
@@ -222,24 +255,6 @@ def _is_peft_lora(module: nn.Module) -> bool:
 def _peft_adapter_names(model: nn.Module) -> set[str]:
     names: set[str] = set()
     for m in model.modules():
-        if _is_peft_lora(m):
+        if is_peft_lora(m):
             names.update(m.lora_A.keys())  # type: ignore[union-attr]
     return names
-
-
-def merge_lora_layers(model: nn.Module) -> int:
-    """Fold every LoRA/DoRA wrapper (peft's and ours) into its base layer and unwrap it.
-
-    Returns the number of layers merged.
-    """
-    count = 0
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoraConv):
-            replace_module(model, name, module.merged_layer())
-            count += 1
-        elif _is_peft_lora(module) and hasattr(module, "get_base_layer"):
-            with torch.no_grad():
-                module.merge(safe_merge=True)  # type: ignore[operator]
-            replace_module(model, name, module.get_base_layer())  # type: ignore[operator]
-            count += 1
-    return count

@@ -6,10 +6,12 @@ InstanceNorm without affine parameters is normalised away and does nothing.
 The feature axis is the last one for token outputs (Linear, LayerNorm) and axis
 1 for ``(B, C, D, H, W)`` outputs (convs, Batch/Instance/GroupNorm).
 
-SSF is linear, so :meth:`SSF.merge` folds it into the wrapped layer: Linear/Conv
+SSF is linear, so :meth:`SSFWrapper.merge` folds it into the wrapped layer: Linear/Conv
 weight and bias, norm affine parameters; a norm without affine parameters is
 replaced by the same norm with affine parameters carrying ``gamma`` / ``beta``
-(exact: ``gamma * norm(x) + beta`` is what an affine norm computes).
+(exact: ``gamma * norm(x) + beta`` is what an affine norm computes).  Where the
+wrapped layer is another method's (merged) wrapper, SSF folds into the plain layer
+under it; :meth:`SSFWrapper.unmerge` divides the fold out again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from petite.errors import UserError
-from petite.peft.methods import NORM_TYPES, Method, MethodConfig, feature_axis, out_features, replace_module, select_modules
+from petite.models.contract import select_modules
+from petite.peft.methods.base import Method, MethodConfig
+from petite.peft.methods.layers import (
+    NORM_TYPES,
+    feature_axis,
+    innermost,
+    out_features,
+    replace_module,
+)
 
 SSF_KINDS: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd, *NORM_TYPES)
 
@@ -48,9 +58,13 @@ class SSFWrapper(nn.Module):
         kw: dict[str, Any] = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
         self.gamma = nn.Parameter(torch.ones(width, **kw))
         self.beta = nn.Parameter(torch.zeros(width, **kw))
+        self.merged = False
+        self._plain_norm: nn.Module | None = None  # a non-affine norm replaced by an affine copy at merge
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base_layer
+        if self.merged:
+            return base(x)
         # Norms without running statistics: fold gamma/beta into the norm's affine on the fly
         # (exact: gamma * (w * n + b) + beta).  Same output, but no extra full-size activations are
         # stored for backward - on a CNN decoder these are the largest tensors of the network.
@@ -76,32 +90,59 @@ class SSFWrapper(nn.Module):
         return (w if weight is None else w.reshape(weight.shape)), (b if bias is None else b.reshape(bias.shape))
 
     @torch.no_grad()
-    def merged_layer(self) -> nn.Module:
-        """The base layer with gamma/beta folded in (exact)."""
-        base = self.base_layer
+    def merge(self) -> None:
+        """Fold gamma/beta into the wrapped layer's weights (exact); ``forward`` is then the layer's own."""
+        if self.merged:
+            return
         gamma, beta = self.gamma.detach(), self.beta.detach()
-        if isinstance(base, (nn.Linear, nn.modules.conv._ConvNd)):
-            out_dim = 1 if isinstance(base, nn.modules.conv._ConvTransposeNd) else 0
-            if out_dim == 1 and base.groups != 1:
-                raise UserError("SSF merge into a grouped transposed convolution is not supported")
-            shape = [1] * base.weight.dim()
-            shape[out_dim] = -1
-            base.weight.mul_(gamma.view(shape))
-            if base.bias is None:
-                base.bias = nn.Parameter(beta.clone(), requires_grad=False)
+        layer = innermost(self.base_layer)
+        if isinstance(layer, NORM_TYPES) and getattr(layer, "weight", None) is None:
+            # A norm without affine parameters: an affine copy carries gamma and beta.
+            self._plain_norm = self.base_layer
+            self.base_layer = _with_affine(layer)
+            self.base_layer.weight.copy_(gamma)
+            self.base_layer.bias.copy_(beta)
+        else:
+            weight, bias = _output_affine(layer)
+            weight.mul_(gamma.view(_broadcast(weight, layer)))
+            if bias is None:
+                layer.bias = nn.Parameter(beta.clone(), requires_grad=False)
             else:
-                base.bias.copy_(base.bias * gamma + beta)
-            return base
-        if isinstance(base, NORM_TYPES):
-            if getattr(base, "weight", None) is None:
-                base = _with_affine(base)
-                base.weight.copy_(gamma)
-                base.bias.copy_(beta)
-                return base
-            base.weight.mul_(gamma)
-            base.bias.copy_(base.bias * gamma + beta)
-            return base
-        raise UserError(f"SSF cannot merge into {type(base).__name__}")
+                bias.copy_(bias * gamma + beta)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Divide gamma/beta out of the wrapped layer again (to float rounding; gamma must have no zero)."""
+        if not self.merged:
+            return
+        if self._plain_norm is not None:
+            self.base_layer, self._plain_norm = self._plain_norm, None
+        else:
+            gamma, beta = self.gamma.detach(), self.beta.detach()
+            if not bool((gamma != 0).all()):
+                raise UserError("SSF cannot unmerge a scale with zero entries")
+            layer = innermost(self.base_layer)
+            weight, bias = _output_affine(layer)
+            weight.div_(gamma.view(_broadcast(weight, layer)))
+            bias.copy_((bias - beta) / gamma)
+        self.merged = False
+
+
+def _output_affine(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight and bias that scale and shift ``layer``'s output features (UserError if it has none)."""
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd) and layer.groups != 1:
+        raise UserError("SSF merge into a grouped transposed convolution is not supported")
+    if isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd, *NORM_TYPES)):
+        return layer.weight, layer.bias
+    raise UserError(f"SSF cannot merge into {type(layer).__name__}")
+
+
+def _broadcast(weight: torch.Tensor, layer: nn.Module) -> list[int]:
+    # Output features: dim 1 of a transposed conv's (in, out, k..) weight, dim 0 of everything else.
+    shape = [1] * weight.dim()
+    shape[1 if isinstance(layer, nn.modules.conv._ConvTransposeNd) else 0] = -1
+    return shape
 
 
 def _with_affine(norm: nn.Module) -> nn.Module:
@@ -143,21 +184,12 @@ class SSF(Method):
         if not names:
             raise UserError("ssf: no attn_out, mlp_out or norm layers in scope")
         params: list[nn.Parameter] = []
+        self.wrapped = list(names)
         for n in names:
             wrapper = SSFWrapper(model.get_submodule(n))
             replace_module(model, n, wrapper)
             params += [wrapper.gamma, wrapper.beta]
         return params
 
-    def merge(self, model: nn.Module) -> None:
-        merge_ssf_layers(model)
-
-
-def merge_ssf_layers(model: nn.Module) -> int:
-    """Fold every SSF wrapper into its base layer and unwrap it; returns the count."""
-    count = 0
-    for name, module in list(model.named_modules()):
-        if isinstance(module, SSFWrapper):
-            replace_module(model, name, module.merged_layer())
-            count += 1
-    return count
+    def is_wrapper(self, module: nn.Module) -> bool:
+        return isinstance(module, SSFWrapper)

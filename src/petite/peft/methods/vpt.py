@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from petite.errors import UserError
-from petite.peft.methods import Method, MethodConfig, role_patterns
+from petite.models.contract import role_patterns
+from petite.peft.methods.base import Method, MethodConfig
 
 PROMPT_STD = 0.02
 
