@@ -18,26 +18,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from petite.data.datalist import SPLITS, read_datalist
-from petite.data.nifti import voxel_spacing
-from petite.errors import UserError
+from petite.data.nifti import load_volume, voxel_spacing
 
 STAT_KEYS = ("min", "mean", "max", "p99")
 
 
 def _read(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Load a NIfTI as float32 without rejecting bad values (they are reported instead)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("file not found", path)
-    try:
-        img = nib.load(str(path))
-        return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, dtype=np.float64)
-    except Exception as err:  # nibabel raises many types for corrupt files
-        raise UserError(f"cannot read NIfTI ({type(err).__name__}: {err})", path) from None
+    """Load a volume as float32 without rejecting bad values (they are reported instead)."""
+    return load_volume(path, ndim=None, check_values=False)
 
 
 def volume_stats(data: np.ndarray) -> dict[str, float | None]:

@@ -17,14 +17,15 @@ from petite.errors import UserError
 
 
 def load_volume(path: str | Path, ndim: int | None = 3, *, what: str = "volume", canonical: bool = False,
-                allow_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                allow_zero: bool = False, check_values: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Load a NIfTI file as ``(float32 array, 4x4 affine)``.
 
     ``ndim`` is the required number of dimensions (3 for a volume, 4 for
     dynamic frames; ``None`` accepts either).  Trailing singleton dimensions
     beyond ``ndim`` are squeezed.  ``canonical`` reorients to the closest RAS+
     orientation (as MONAI's ``Orientation("RAS")`` does for whole axes);
-    ``allow_zero`` accepts an all-zero volume (a label without a tumour).
+    ``allow_zero`` accepts an all-zero volume (a label without a tumour);
+    ``check_values=False`` accepts NaN/Inf and all-zero data (for tools that report them).
     ``what`` names the file's role in error messages ("CT", "label", ...).
 
     Raises:
@@ -41,15 +42,16 @@ def load_volume(path: str | Path, ndim: int | None = 3, *, what: str = "volume",
             img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as err:  # nibabel raises many types for corrupt files
-        raise UserError(f"cannot read {role}as NIfTI ({type(err).__name__}: {err})", path) from None
+        reading = f"cannot read {what} as NIfTI" if role else "cannot read NIfTI"
+        raise UserError(f"{reading} ({type(err).__name__}: {err})", path) from None
     while ndim is not None and data.ndim > ndim and data.shape[-1] == 1:
         data = data[..., 0]
     if ndim is not None and data.ndim != ndim:
         kind = {3: "a 3D volume", 4: "4D dynamic frames"}.get(ndim, f"{ndim}D data")
         raise UserError(f"{role}expected {kind}, got shape {data.shape}", path)
-    if not np.all(np.isfinite(data)):
+    if check_values and not np.all(np.isfinite(data)):
         raise UserError(f"{role}contains NaN or Inf values", path)
-    if not allow_zero and not np.any(data):
+    if check_values and not allow_zero and not np.any(data):
         raise UserError(f"{role}volume is all zeros", path)
     return data, np.asarray(img.affine, dtype=np.float64)
 

@@ -39,10 +39,20 @@ from scipy import ndimage
 
 from petite import __version__
 from petite.atomic import write_json
-from petite.data.datalist import DEFAULT_SPLIT_SIZES, SPLITS, assign_splits, build_datalist, write_datalist
+from petite.data.datalist import (
+    DEFAULT_SPLIT_SIZES,
+    SPLITS,
+    assign_splits,
+    build_datalist,
+    write_datalist,
+)
 from petite.data.montage import montage_rows_from_datalists, save_montage
 from petite.data.nifti import save_volume
-from petite.data.phantom import SubjectPhantom, load_template_tissues, make_subject_phantom
+from petite.data.phantom import (
+    SubjectPhantom,
+    load_template_tissues,
+    make_subject_phantom,
+)
 from petite.data.projector import OsemSensitivity, ParallelProjector, osem
 from petite.data.scanners import Scanner
 from petite.errors import UserError

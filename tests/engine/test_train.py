@@ -21,6 +21,7 @@ from tests.cli_runner import run_cli
 from tests.pet_data import PET_SHAPE
 
 SHAPE = PET_SHAPE
+pytestmark = pytest.mark.e2e  # every test here trains through the engine or the CLI
 
 
 @pytest.mark.parametrize("model, spec", [("unetr", "petite-unetr"), ("cvtgan", "petite-cvtgan")])

@@ -11,7 +11,7 @@ from petite.data.nifti import voxel_spacing
 from petite.data.scanners import BUILTIN_SCANNERS, get_scanner, list_scanners, load_scanner_file, parse_scanner_ids
 from petite.errors import UserError
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scanners.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scanners.yaml"
 
 TABLE_4 = {
     "1": ((192, 192, 136), (1.21875, 1.21875, 1.21875), "Siemens"),

@@ -1,4 +1,5 @@
-"""Every PEFT method on both tiny models: identity at init, exactly-intended training, gradients, merge.
+"""Every PEFT method on both tiny models, one property per test: exactly-intended training, no dead tensors,
+identity at init, gradients, merge and unmerge.
 
 The tiny models are built once per module; each case loads the same base weights
 into a fresh model, so "base weights bit-identical" compares against one snapshot.
@@ -24,9 +25,10 @@ from petite.peft import (
     is_merged,
     merge,
     summary,
+    unmerge,
 )
-from petite.peft.methods.layers import NORM_TYPES
 from petite.peft.methods.adapter import Bottleneck
+from petite.peft.methods.layers import NORM_TYPES
 from petite.peft.methods.ssf import SSFWrapper
 
 METHODS = ["layernorm", "bitfit", "lora", "dora", "adapter", "ssf", "vpt"]
@@ -75,38 +77,58 @@ CASES = [(m, s) for m in ("unetr", "cvtgan") for s in METHODS] + [
 ]
 
 
-@pytest.mark.parametrize(("model_name", "method"), CASES)
-def test_method_contract(bases: dict, model_name: str, method: str) -> None:
-    """Identity at init, gradients, exactly-intended updates and merge, for one spec on one model."""
+def applied(bases: dict, model_name: str, method: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, object]:
+    """A fresh model with ``method`` applied, its input, and the base model's output (eval mode) on it."""
     model, x = fresh(bases, model_name)
     model.eval()
     with torch.no_grad():
         y_base = model(x)
-    base_params = {n: p.detach().clone() for n, p in model.named_parameters()}
-
     state = apply_spec(model, method, fingerprint=False)
+    return model, x, y_base, state
+
+
+_DEAD: dict[tuple[str, str], list[str]] = {}  # the float64 probe is slow: once per (model, method)
+
+
+def pruned(bases: dict, model_name: str, method: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, object]:
+    """:func:`applied`, then the model's own dead tensors frozen, as the training engine does (``prune_dead``)."""
+    model, x, y_base, state = applied(bases, model_name, method)
+    model.train()
+    if (model_name, method) not in _DEAD:
+        _DEAD[model_name, method] = dead_parameters(model, x)
+    state.freeze(model, _DEAD[model_name, method])
+    return model, x, y_base, state
+
+
+@pytest.mark.parametrize(("model_name", "method"), CASES)
+def test_requires_grad_is_exactly_the_trained_set(bases: dict, model_name: str, method: str) -> None:
+    model, _, _, state = applied(bases, model_name, method)
     assert state.trainable, "the method trains nothing"
-    # requires_grad is exactly the trained set; frozen components never train.
     live = dict(model.named_parameters())
     assert {n for n, p in live.items() if p.requires_grad} == set(state.trainable)
     for comp in model.frozen_components:
         patterns = model.components[comp]
         assert not any(n.startswith(p.split("*")[0]) for n in state.trainable for p in patterns)
 
-    # Honest accounting: no tensor PEFT trains is dead (zero gradient up to round-off, float64
-    # probe); the only dead ones are the model's own, which prune_dead removes.
-    model.train()
-    # (The float64 probe costs a forward/backward: single methods and the presets cover every tensor kind.)
-    if method in METHODS or method.startswith("petite"):
-        dead = dead_parameters(model, x)
-        assert all(KNOWN_MODEL_DEAD.search(n) for n in dead), dead
-        if model_name == "unetr":
-            assert dead == []
-        state.freeze(model, dead)  # what prune_dead does (tested in test_peft_io)
-        assert not set(dead) & set(state.trainable)
-    model.eval()
 
-    # (a) identity at init where the method is identity-initialised.
+@pytest.mark.parametrize(("model_name", "method"), [c for c in CASES if c[1] in METHODS or c[1].startswith("petite")])
+def test_no_trained_tensor_is_dead(bases: dict, model_name: str, method: str) -> None:
+    """Honest accounting: no tensor PEFT trains has zero gradient up to round-off (float64 probe);
+    the only dead ones are the model's own, which prune_dead removes."""
+    model, x, _, state = applied(bases, model_name, method)
+    model.train()
+    dead = _DEAD[model_name, method] = dead_parameters(model, x)
+    assert all(KNOWN_MODEL_DEAD.search(n) for n in dead), dead
+    if model_name == "unetr":
+        assert dead == []
+    state.freeze(model, dead)  # what prune_dead does (tested in test_io)
+    assert not set(dead) & set(state.trainable)
+
+
+@pytest.mark.parametrize(("model_name", "method"), CASES)
+def test_identity_at_init(bases: dict, model_name: str, method: str) -> None:
+    """The output is unchanged at init where the method is identity-initialised (VPT's prompts are not)."""
+    model, x, y_base, _ = applied(bases, model_name, method)
     with torch.no_grad():
         y_init = model(x)
     if "vpt" not in Spec.parse(method).to_string():
@@ -114,8 +136,10 @@ def test_method_contract(bases: dict, model_name: str, method: str) -> None:
     else:  # VPT's prompts change the attention from the start (documented).
         assert (y_init - y_base).abs().max().item() > 0
 
-    # (b) every trainable tensor reaches the loss and gets a gradient after one backward.
-    model.train()
+
+@pytest.mark.parametrize(("model_name", "method"), CASES)
+def test_every_trained_tensor_gets_a_gradient(bases: dict, model_name: str, method: str) -> None:
+    model, x, _, _ = pruned(bases, model_name, method)
     torch.manual_seed(1)
     loss = loss_fn(model, x)
     assert count_trainable(model, loss) == count_trainable(model) == summary(model)["trainable"]
@@ -125,7 +149,12 @@ def test_method_contract(bases: dict, model_name: str, method: str) -> None:
     if "lora" not in method and "dora" not in method and method not in ("petite-unetr", "petite-cvtgan"):
         assert zero == []
 
-    # (c) a few optimiser steps change exactly the intended tensors.
+
+@pytest.mark.parametrize(("model_name", "method"), CASES)
+def test_optimiser_steps_change_exactly_the_trained_tensors(bases: dict, model_name: str, method: str) -> None:
+    model, x, _, state = pruned(bases, model_name, method)
+    base_params = {n: p.detach().clone() for n, p in fresh(bases, model_name)[0].named_parameters()}
+    torch.manual_seed(1)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for step in range(2):
@@ -143,8 +172,25 @@ def test_method_contract(bases: dict, model_name: str, method: str) -> None:
             assert not changed, f"frozen {n} changed"
             assert torch.equal(p.detach(), base_params[base_name(n)]), f"base weight {n} changed"
 
-    # (d) merge: LoRA/DoRA/SSF fold into the base weights; output unchanged (eval mode).
+
+def _trained_a_little(bases: dict, model_name: str, method: str) -> tuple[nn.Module, torch.Tensor, object]:
+    """A PEFT'd model whose trained tensors moved away from their init (two Adam steps), in eval mode."""
+    model, x, _, state = pruned(bases, model_name, method)
+    torch.manual_seed(1)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        loss_fn(model, x).backward()
+        opt.step()
     model.eval()
+    return model, x, state
+
+
+@pytest.mark.parametrize(("model_name", "method"), CASES)
+def test_merge_keeps_the_output(bases: dict, model_name: str, method: str) -> None:
+    """LoRA/DoRA/SSF fold into the base weights; the output is unchanged (eval mode)."""
+    model, x, _ = _trained_a_little(bases, model_name, method)
+    base_names = {n for n, _ in fresh(bases, model_name)[0].named_parameters()}
     with torch.no_grad():
         y_unmerged = model(x)
         merge(model)
@@ -153,9 +199,30 @@ def test_method_contract(bases: dict, model_name: str, method: str) -> None:
     assert is_merged(model)
     if method in {"lora", "dora", "ssf", "encoder=ssf,decoder=lora,bitfit"}:
         # The plain architecture again; a non-affine norm under SSF gains its affine pair.
-        extra = {n for n, _ in model.named_parameters()} - set(base_params)
-        assert set(base_params) <= {n for n, _ in model.named_parameters()}, "wrappers left after merge"
-        assert all(isinstance(model.get_submodule(n.rpartition(".")[0]), NORM_TYPES) for n in extra)
+        names = {n for n, _ in model.named_parameters()}
+        assert base_names <= names, "wrappers left after merge"
+        assert all(isinstance(model.get_submodule(n.rpartition(".")[0]), NORM_TYPES) for n in names - base_names)
+
+
+@pytest.mark.parametrize(("model_name", "method"), [c for c in CASES if re.search("lora|dora|ssf|petite", c[1])])
+def test_merge_then_unmerge_restores_the_base_weights(bases: dict, model_name: str, method: str) -> None:
+    """``merge(unload=False)`` keeps the wrappers, merged; ``unmerge`` takes the update out again."""
+    model, x, _ = _trained_a_little(bases, model_name, method)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        y_unmerged = model(x)
+        merge(model, unload=False)
+        assert is_merged(model)
+        # (SSF on a non-affine norm adds the norm's affine pair while merged.)
+        changed = [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
+        assert changed, "merge changed no base weight"
+        assert (model(x) - y_unmerged).abs().max().item() <= 1e-5
+        unmerge(model)
+        assert not is_merged(model)
+        assert (model(x) - y_unmerged).abs().max().item() <= 1e-5
+    assert {n for n, _ in model.named_parameters()} == set(before)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p, before[n], atol=1e-6), f"{n} not restored by unmerge"
 
 
 def test_adapter_gradients_nonzero_at_step_one_and_identity() -> None:

@@ -41,6 +41,7 @@ def test_format_table_lists_every_row():
     assert md.count("\n") == 3 and md.startswith("| Method")
 
 
+@pytest.mark.e2e
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = _petite("demo", "--quick", "--out", str(out))

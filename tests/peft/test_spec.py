@@ -9,8 +9,7 @@ from torch import nn
 
 from petite.errors import UserError
 from petite.models import build_model
-from petite.peft import PRESETS, Spec, combos, recommended_hparams
-from petite.peft import METHODS
+from petite.peft import METHODS, PRESETS, Spec, combos, recommended_hparams
 
 ROUND_TRIP = [
     "encoder=vpt:tokens=8/32,decoder=lora:r=8,bitfit",
