@@ -21,8 +21,12 @@ def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--preset", help="Model preset: paper, small or tiny."),
         click.option("--epochs", type=int, help="Epochs (default: the paper's for this model and spec)."),
         click.option("--batch-size", type=int),
-        click.option("--lr", type=float, help="Learning rate (default: the paper's for this model and spec)."),
-        click.option("--weight-decay", type=float),
+        click.option("--lr", type=float, help="Learning rate of every trained tensor (default: each PEFT method's "
+                     "own value from the paper's Table 3)."),
+        click.option("--weight-decay", type=float, help="Weight decay of every trained tensor (default: per method)."),
+        click.option("--lr-policy", type=click.Choice(["per-method", "paper"]),
+                     help="Without --lr: per-method (each method's Table 3 values, BitFit's biases at BitFit's) "
+                     "or paper (the spec's single Table 3 column, as the paper ran Mix-PEFT)."),
         click.option("--optimizer", type=click.Choice(["adam", "adamw"])),
         click.option("--schedule", type=click.Choice(["cosine", "warmup-cosine", "constant"])),
         click.option("--crop", "crop_size", help="Training crop, e.g. 64,64,32 (default: from the volumes)."),

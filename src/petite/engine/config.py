@@ -1,9 +1,11 @@
 """Training configuration: one flat dataclass, read from YAML and overridden from the command line.
 
-Values left as ``None`` (learning rate, weight decay, optimizer, schedule,
-epochs) are filled from the paper's per-method hyper-parameters
-(:func:`petite.peft.recommended_hparams`, supplementary Table 3) once the model
-and the PEFT spec are known.
+Values left as ``None`` (optimizer, schedule, epochs) are filled from the
+paper's hyper-parameters (:func:`petite.peft.recommended_hparams`,
+supplementary Table 3) once the model and the PEFT spec are known.  A learning
+rate and weight decay left as ``None`` are chosen per PEFT method
+(:func:`petite.engine.optim.parameter_groups`; ``lr_policy: paper`` gives the
+whole spec the paper's single value instead).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from petite.documents import read_yaml
 from petite.errors import UserError
 
 OPTIMIZERS = ("adam", "adamw")
+LR_POLICIES = ("per-method", "paper")
 SCHEDULES = ("cosine", "warmup-cosine", "constant")
 LOSSES = ("l1", "mse")
 
@@ -44,8 +47,9 @@ class TrainConfig:
     # Optimisation (None: the paper's value for this model and spec)
     epochs: int | None = None
     batch_size: int = 2
-    lr: float | None = None
+    lr: float | None = None  # None: per method (lr_policy)
     weight_decay: float | None = None
+    lr_policy: str = "per-method"  # per-method: each method's Table 3 values; paper: the spec's one column
     optimizer: str | None = None
     schedule: str | None = None
     warmup_epochs: int = 0
@@ -88,6 +92,7 @@ class TrainConfig:
             (self.epochs is None or self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
             (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.optimizer in (None, *OPTIMIZERS), f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (self.lr_policy in LR_POLICIES, f"lr_policy must be one of {LR_POLICIES}, got {self.lr_policy!r}"),
             (self.schedule in (None, *SCHEDULES), f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (0 <= self.overlap < 1, f"overlap must be in [0, 1), got {self.overlap}"),

@@ -24,16 +24,17 @@ from petite.models.cvtgan import discriminator_loss, generator_loss
 class TrainingStep:
     """The optimiser of the model's trainable tensors, its schedule, and mixed precision on CUDA.
 
-    Subclasses implement :meth:`__call__`: one optimisation step on a batch of
-    ``(short, long)`` crops, returning the logged losses.
+    ``groups`` are the optimiser's parameter groups (:func:`petite.engine.optim.parameter_groups`:
+    one per PEFT method, each with its own learning rate and weight decay).  Subclasses
+    implement :meth:`__call__`: one optimisation step on a batch of ``(short, long)`` crops,
+    returning the logged losses.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device, world: int,
-                 exclude: set[int] | None = None) -> None:
+    def __init__(self, model: nn.Module, cfg: TrainConfig, groups: list[dict[str, Any]], total_steps: int,
+                 device: torch.device, world: int) -> None:
         self.model, self.cfg, self.device, self.world = model, cfg, device, world
-        exclude = exclude or set()
-        self.params = [p for p in model.parameters() if p.requires_grad and id(p) not in exclude]
-        self.optimizers = {"model": build_optimizer(self.params, cfg.optimizer, cfg.lr, cfg.weight_decay)}
+        self.params = [p for group in groups for p in group["params"]]
+        self.optimizers = {"model": build_optimizer(groups, cfg.optimizer, groups[0]["lr"], groups[0]["weight_decay"])}
         self.total_steps = total_steps
         self.amp = cfg.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -70,8 +71,9 @@ class TrainingStep:
 class RegressionStep(TrainingStep):
     """``loss(model(short), long)`` with L1 or MSE."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device, world: int) -> None:
-        super().__init__(model, cfg, total_steps, device, world)
+    def __init__(self, model: nn.Module, cfg: TrainConfig, groups: list[dict[str, Any]], total_steps: int,
+                 device: torch.device, world: int) -> None:
+        super().__init__(model, cfg, groups, total_steps, device, world)
         self._schedule()
 
     def __call__(self, short: torch.Tensor, long: torch.Tensor) -> dict[str, float]:
@@ -94,16 +96,17 @@ class GanStep(TrainingStep):
     statistics fixed), as in the paper.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device, world: int,
-                 train_discriminator: bool) -> None:
+    def __init__(self, model: nn.Module, cfg: TrainConfig, groups: list[dict[str, Any]], total_steps: int,
+                 device: torch.device, world: int, train_discriminator: bool) -> None:
         disc = model.discriminator
         disc.requires_grad_(train_discriminator)
-        super().__init__(model, cfg, total_steps, device, world, exclude={id(p) for p in disc.parameters()})
+        super().__init__(model, cfg, groups, total_steps, device, world)
         self.train_discriminator = train_discriminator
         if train_discriminator:
             self.disc_params = [p for p in disc.parameters() if p.requires_grad]
-            # pix2pix's discriminator optimiser settings.
-            self.optimizers["discriminator"] = build_optimizer(self.disc_params, "adam", cfg.lr, 0.0, betas=(0.5, 0.999))
+            # pix2pix's discriminator optimiser settings, at the generator's learning rate.
+            lr = groups[0]["lr"]
+            self.optimizers["discriminator"] = build_optimizer(self.disc_params, "adam", lr, 0.0, betas=(0.5, 0.999))
         self._schedule()
 
     def train_mode(self) -> None:
@@ -140,9 +143,9 @@ def is_gan(model: nn.Module) -> bool:
     return isinstance(getattr(model, "discriminator", None), nn.Module)
 
 
-def make_step(model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device, world: int,
-              train_discriminator: bool) -> TrainingStep:
+def make_step(model: nn.Module, cfg: TrainConfig, groups: list[dict[str, Any]], total_steps: int,
+              device: torch.device, world: int, train_discriminator: bool) -> TrainingStep:
     """The step that fits ``model``: :class:`GanStep` for a GAN, else :class:`RegressionStep`."""
     if is_gan(model):
-        return GanStep(model, cfg, total_steps, device, world, train_discriminator)
-    return RegressionStep(model, cfg, total_steps, device, world)
+        return GanStep(model, cfg, groups, total_steps, device, world, train_discriminator)
+    return RegressionStep(model, cfg, groups, total_steps, device, world)

@@ -42,11 +42,13 @@ from petite.engine.distributed import barrier, process_group
 from petite.engine.evaluate import evaluate_split, write_results
 from petite.engine.infer import inference_roi, load_predictor, resolve_checkpoint
 from petite.engine.memory import peak_memory_mb, reset_peak_memory
+from petite.engine.optim import parameter_groups
 from petite.engine.run_folder import RunFolder
 from petite.engine.state import load_state, save_state
 from petite.engine.steps import is_gan, make_step
 from petite.errors import UserError
 from petite.models import build_model, load_model, save_model
+from petite.models.contract import WHOLE_MODEL, component_modules
 from petite.peft import Spec, apply_spec, recommended_hparams, save_adapter
 from petite.peft.accounting import prune_dead
 from petite.peft.accounting import summary as peft_summary
@@ -85,12 +87,24 @@ def _build(cfg: TrainConfig, datalist: dict[str, Any]) -> tuple[nn.Module, tuple
 
 
 def _fill_hparams(cfg: TrainConfig, model_name: str, spec: Spec) -> dict[str, Any]:
-    """Fill unset optimisation settings from the paper's table; returns the table row used."""
+    """Fill unset optimiser, schedule and epochs from the paper's table; returns the table row used.
+
+    Learning rate and weight decay stay as the user set them (``None``: chosen per method
+    by :func:`petite.engine.optim.parameter_groups`).
+    """
     table = recommended_hparams(model_name, spec)
-    for key in ("lr", "weight_decay", "optimizer", "schedule", "epochs"):
+    for key in ("optimizer", "schedule", "epochs"):
         if getattr(cfg, key) is None:
             setattr(cfg, key, table[key])
     return table
+
+
+def _trained_labels(model: nn.Module, peft: Any) -> dict[str, str]:
+    """Parameter name -> the method training it: the PEFT state's, or ``full`` for every tensor PEFT may touch."""
+    if peft is not None:
+        return dict(peft.trainable)
+    scope = set(component_modules(model, WHOLE_MODEL))
+    return {n: "full" for n, _ in model.named_parameters() if n.rpartition(".")[0] in scope}
 
 
 def _batches(n_items: int, cfg: TrainConfig, epoch: int, rank: int, world: int) -> list[list[tuple[int, int]]]:
@@ -149,8 +163,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
         if train_set is not None and not spec.full:
             # A PEFT tensor that cannot move the output is neither trained nor counted (BRIEF
             # section 9); probed on a real training crop, as data decide what is dead.
-            probe = _sample(train_set, 0, cfg.seed)["short"][None]
-            dead = prune_dead(model, probe)
+            # One training batch, in training mode: BatchNorm then sees what training shows it.
+            crops = [_sample(train_set, i % len(train_set), cfg.seed + i)["short"] for i in range(cfg.batch_size)]
+            dead = prune_dead(model, torch.stack(crops))
             if dead:
                 log.info("froze %d tensors that get no gradient: %s", len(dead), ", ".join(dead[:5]))
         info = peft_summary(model, peft)
@@ -163,7 +178,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     has_val = bool(datalist.get(cfg.val_split))
     steps_per_epoch = len(_batches(len(train_set), cfg, 0, rank, world)) if train_set is not None else 0
     # The GAN's discriminator trains in pre-training and full fine-tuning, never under PEFT.
-    step = make_step(model, cfg, steps_per_epoch * cfg.epochs, device, world, train_discriminator=spec.full) \
+    groups = parameter_groups(model, _trained_labels(model, peft), model.config["name"], policy=cfg.lr_policy,
+                              column=table, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = make_step(model, cfg, groups, steps_per_epoch * cfg.epochs, device, world, train_discriminator=spec.full) \
         if cfg.epochs else None
     if step is None and is_gan(model):
         model.discriminator.requires_grad_(False)
@@ -265,8 +282,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
         # was in use when it started (the fair comparison between runs sharing one process).
         "peak_memory_mb": round(peak, 1), "peak_memory_added_mb": round(peak - memory_at_start, 1),
         "device": str(device),
-        "hparams": {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "optimizer": cfg.optimizer,
-                    "schedule": cfg.schedule, "source": table["source"]},
+        "hparams": {"lr_policy": cfg.lr_policy, "optimizer": cfg.optimizer, "schedule": cfg.schedule,
+                    "source": table["source"],
+                    "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in groups]},
         "crop_size": list(crop),
     }
     write_json(run.final, final)

@@ -67,7 +67,7 @@ def dead_parameters(
     normalisation removes, or a conv bias before BatchNorm reach the loss but get
     exactly zero gradient mathematically; in float32 they get round-off noise
     (~1e-11) that an optimizer like Adam happily amplifies.  This probe runs one
-    forward/backward of a float64 copy of ``model`` (same train/eval mode) and flags
+    forward/backward of a float64 copy of ``model`` in training mode and flags
     tensors whose largest gradient entry is below ``rtol`` times the largest of all.
     ``loss_fn`` maps the output to a scalar (default: a fixed random projection).
     LoRA's B is zero at init, which zeroes A's gradient by construction (not dead: it
@@ -75,7 +75,7 @@ def dead_parameters(
     in its copy first.
     """
     probe = copy.deepcopy(model).double()
-    probe.train(model.training)
+    probe.train()  # the mode training runs in, whatever mode the model arrives in (BatchNorm differs)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in probe.named_parameters():

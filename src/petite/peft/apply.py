@@ -63,9 +63,11 @@ def apply_spec(model: nn.Module, spec: Spec | str, *, fingerprint: bool = True) 
         for p in params:
             chosen.setdefault(id(p), (p, label))
 
-    # Resolve every scope on the unmodified model: wrappers rename modules below them.
+    # Resolve every scope on the unmodified model: wrappers rename modules below them.  Global
+    # BitFit's biases are picked here too, so it keeps the biases of layers another method wraps.
     scopes = {s: component_modules(model, s) for s in spec.scopes}
     whole = component_modules(model, WHOLE_MODEL)
+    biases = BitFit().apply(model, whole) if spec.bitfit else []
     if spec.full:
         whole_set = set(whole)
         take([p for n, m in model.named_modules() if n in whole_set for p in m.parameters(recurse=False)], "full")
@@ -79,8 +81,7 @@ def apply_spec(model: nn.Module, spec: Spec | str, *, fingerprint: bool = True) 
             raise UserError(f"method {mspec.name!r} has nothing to attach to in {where}")
         take(method.apply(model, scopes[scope]), mspec.name)
         methods.append((scope, method))
-    if spec.bitfit:
-        take(BitFit().apply(model, whole), "bitfit")
+    take(biases, "bitfit")
 
     for p, _ in chosen.values():
         p.requires_grad_(True)

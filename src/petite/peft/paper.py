@@ -63,15 +63,35 @@ def table3_column(spec: Spec) -> str:
     return "petite"
 
 
+def _table(model_name: str) -> tuple[dict[str, Any], str]:
+    """Table 3 of ``model_name`` and a note on its source (models other than ``cvtgan`` get UNETR's)."""
+    table = _TABLE3.get(model_name)
+    if table is None:
+        return _TABLE3["unetr"], "paper supplementary Table 3 (unetr values; no entry for this model)"
+    return table, f"paper supplementary Table 3 ({model_name})"
+
+
+def method_hparams(model_name: str, method: str) -> dict[str, float]:
+    """Table 3's learning rate and weight decay for one method's tensors (``full``, ``bitfit``, ``lora``, ...).
+
+    DoRA is not in the table and gets LoRA's values.
+    """
+    table, _ = _table(model_name)
+    column = "lora" if method == "dora" else method
+    if column not in table["lr"]:
+        raise UserError(f"no paper hyper-parameters for method {method!r}")
+    return {"lr": table["lr"][column], "weight_decay": table["weight_decay"][column]}
+
+
 def recommended_hparams(model_name: str, spec: Spec) -> dict[str, Any]:
     """Learning rate, weight decay, optimizer, schedule, epochs and batch size from the paper.
 
-    Models other than ``cvtgan`` get UNETR's table (``source`` says so).
+    ``lr`` and ``weight_decay`` are the single value of the spec's Table 3 column
+    (:func:`table3_column`: a Mix-PEFT spec falls in the ``petite`` column); per-method
+    values are :func:`method_hparams`.  Models other than ``cvtgan`` get UNETR's table
+    (``source`` says so).
     """
-    table = _TABLE3.get(model_name)
-    source = f"paper supplementary Table 3 ({model_name})"
-    if table is None:
-        table, source = _TABLE3["unetr"], "paper supplementary Table 3 (unetr values; no entry for this model)"
+    table, source = _table(model_name)
     col = table3_column(spec)
     kind = "full" if col == "full" else "peft"
     return {

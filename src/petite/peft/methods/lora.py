@@ -1,7 +1,8 @@
 """LoRA (Hu et al., 2022): a low-rank update ``W + (alpha / r) B A`` on chosen layers.
 
 Targets default to the ``query`` and ``key`` roles (the paper tunes only those);
-where a scope has no query/key layers (a CNN decoder such as UNETR's) the
+where a model fuses them into one ``qkv`` layer (Swin UNETR) the default is that
+layer; where a scope has no attention at all (a CNN decoder such as UNETR's) the
 default falls back to the ``conv`` role.  ``targets=`` takes role names or
 fnmatch patterns over module names, ``/``-separated.
 
@@ -124,7 +125,9 @@ class LoraConv(nn.Module):
         if self.lora_magnitude is None:
             return base(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
         delta = self.delta_weight()
-        scale = self.lora_magnitude / self._column_norm(base.weight + delta)
+        # The norm is a constant for backward, as in peft's DoRA (Liu et al. 2024, section 4.3: it saves
+        # memory and changes little); the forward value is exact.
+        scale = self.lora_magnitude / self._column_norm(base.weight + delta).detach()
         # Split like peft's DoRA so that dropout only touches the low-rank path.
         return self._conv(x, base.weight * scale, base.bias) + self._conv(self.lora_dropout(x), delta * scale, None)
 
@@ -179,6 +182,11 @@ class Lora(Method):
         found = select_modules(model, module_names, ("query", "key"), LORA_KINDS)
         if found:
             return found
+        if "qkv" in getattr(model, "peft_roles", {}):
+            # Fused q/k/v projections (Swin UNETR): the update adapts query and key, and value with them.
+            found = select_modules(model, module_names, ("qkv",), LORA_KINDS)
+            if found:
+                return found
         # The conv fallback skips layers of full rank <= r: such an update is not low-rank, and the
         # case that occurs (UNETR's residual 1x1x1 conv from the single image channel, followed by
         # InstanceNorm) is dead: each output channel is w_o * x, which the norm rescales away, so
@@ -212,7 +220,7 @@ class Lora(Method):
         cfg: Any = self.config
         # A regex string is full-matched by peft: exact names, no suffix surprises.
         pattern = "|".join(re.escape(n) for n in names)
-        adapter = f"petite{len(_peft_adapter_names(model))}"
+        adapter = "petite"  # one name: peft makes the adapter of its latest injection the active one everywhere
         hf = HFLoraConfig(
             r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=f"(?:{pattern})",
             use_dora=self.use_dora, bias="none",
@@ -250,11 +258,3 @@ def is_peft_lora(module: nn.Module) -> bool:
     except ImportError:  # pragma: no cover - peft is a dependency
         return False
     return isinstance(module, LoraLayer)
-
-
-def _peft_adapter_names(model: nn.Module) -> set[str]:
-    names: set[str] = set()
-    for m in model.modules():
-        if is_peft_lora(m):
-            names.update(m.lora_A.keys())  # type: ignore[union-attr]
-    return names
