@@ -1,4 +1,4 @@
-"""`petite report`: the paper's tables and figures from a folder of run folders (see :mod:`petite.report.study`)."""
+"""`petite report`: the paper's tables and figures from a folder of run folders (see :mod:`petite.report.build`)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,6 @@ def report(runs_dir: Path, out: Path | None, baseline: str, figures: bool, overw
     maps in the style of the paper's Fig. 4.  Unfinished runs are listed, not
     reported.  The folder is written whole or not at all.
     """
-    from petite.report.study import make_report
+    from petite.report.build import make_report
 
     make_report(runs_dir, out, baseline=baseline, figures=figures, overwrite=overwrite, echo=click.echo)

@@ -25,12 +25,12 @@ def sweep_command(study_file: str, out: str | None, workers: int, emit: bool, st
     """Run every model x pair x method x seed of STUDY_FILE; finished runs are skipped, interrupted ones resumed.
 
     Pre-training runs are shared by all fine-tuning runs of a model and source
-    scanner.  See petite/engine/study.py for the study format and
+    scanner.  See petite/study/plan.py for the study format and
     examples/study/cpu-study.yaml for the study behind docs/RESULTS.md.
     """
-    from petite.engine.study import Study
-    from petite.engine.sweep import emit_jobs, job_done, run_sweep
     from petite.errors import UserError
+    from petite.study.plan import Study
+    from petite.study.sweep import emit_jobs, job_done, run_sweep
 
     study = Study.load(study_file)
     folder = Path(out) if out else Path("study-runs") / study.name

@@ -48,7 +48,12 @@ def run_error_maps(
     Returns :func:`~petite.report.figures.error_map_figure`'s description plus ``subject``.
     """
     from petite.data.transforms import make_dataset
-    from petite.engine.infer import inference_roi, load_predictor, predict_volume, run_crop_size
+    from petite.engine.infer import (
+        inference_roi,
+        load_predictor,
+        predict_volume,
+        run_crop_size,
+    )
     from petite.metrics import compute_metrics
     from petite.report.figures import error_map_figure
 

@@ -1,15 +1,15 @@
 """Run (or emit) the jobs of a study: resumable, in parallel worker processes.
 
-:func:`run_sweep` walks the jobs of :class:`petite.engine.study.Study` in
+:func:`run_sweep` walks the jobs of :class:`petite.study.plan.Study` in
 dependency order (data, then pre-training, then fine-tuning):
 
 - a finished job is skipped (a simulation with its datalist, a run with its
   ``final.json``), after checking that the finished run was made with the
   settings the study asks for now;
 - an interrupted run (``checkpoints/last.json``) is resumed where it stopped;
-- up to ``workers`` jobs run at once, each in its own process with
-  ``cpu_count // workers`` torch threads; a failed job is reported and only
-  the jobs that need it are skipped.
+- up to ``workers`` jobs run at once, each in its own process
+  (:class:`petite.parallel.WorkerPool`) with ``cpu_count // workers`` torch
+  threads; a failed job is reported and only the jobs that need it are skipped.
 
 :func:`emit_jobs` writes one ``petite sweep STUDY --out OUT --job KEY`` command
 per line instead, stage by stage, for a cluster scheduler: every line of a
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-import multiprocessing
-import os
 import shlex
 import signal
 import time
@@ -33,8 +31,9 @@ from typing import Any
 
 from petite.atomic import write_text
 from petite.documents import read_yaml
-from petite.engine.study import Job, Study
 from petite.errors import UserError
+from petite.parallel import WorkerPool, threads_per_worker
+from petite.study.plan import Job, Study
 
 log = logging.getLogger("petite.sweep")
 
@@ -89,13 +88,6 @@ def run_job(job: Job, out: Path, progress: bool = False) -> dict[str, Any]:
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING)
 
 
 def _run_in_worker(job: Job, out: str) -> dict[str, Any]:
@@ -168,37 +160,29 @@ def run_sweep(study: Study, out: str | Path, workers: int = 1, only: str | None 
             count += 1
             report(_run_in_worker(job, str(out)), count)
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        context = multiprocessing.get_context("spawn")  # no forked torch thread pools
-        pool = cf.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(threads,))
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`/scancel stop the workers too
         try:
-            running: dict[cf.Future[dict[str, Any]], Job] = {}
-            while pending or running:
-                for job in [j for j in pending if blocked(j)]:
-                    pending.remove(job)
-                    skipped.add(job.key)
-                while len(running) < workers:
-                    job = next((j for j in pending if ready(j)), None)
-                    if job is None:
+            # Leaving the pool with an exception (Ctrl-C, SIGTERM) terminates the runs in flight;
+            # each resumes from its last epoch next time.
+            with WorkerPool(workers, threads=threads_per_worker(workers), quiet=True) as pool:
+                running: dict[cf.Future[dict[str, Any]], Job] = {}
+                while pending or running:
+                    for job in [j for j in pending if blocked(j)]:
+                        pending.remove(job)
+                        skipped.add(job.key)
+                    while len(running) < workers:
+                        job = next((j for j in pending if ready(j)), None)
+                        if job is None:
+                            break
+                        pending.remove(job)
+                        running[pool.submit(_run_in_worker, job, str(out))] = job
+                    if not running:
                         break
-                    pending.remove(job)
-                    running[pool.submit(_run_in_worker, job, str(out))] = job
-                if not running:
-                    break
-                finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for future in finished_now:
-                    running.pop(future)
-                    count += 1
-                    report(future.result(), count)
-        except BaseException:
-            # Interrupted: stop the runs in flight (each resumes from its last epoch next time).
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        else:
-            pool.shutdown()
+                    finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for future in finished_now:
+                        running.pop(future)
+                        count += 1
+                        report(future.result(), count)
         finally:
             signal.signal(signal.SIGTERM, previous)
     elapsed = time.perf_counter() - started

@@ -1,4 +1,5 @@
-"""`petite sweep`: study expansion, resumable runs, shared pre-training, emitted jobs that run as written."""
+"""`petite sweep` (petite.study.sweep): resumable runs, shared pre-training, emitted jobs that run as written,
+parallel workers that stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,81 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from petite.engine.study import Study
 from tests.cli_runner import run_cli
-from tests.pet_data import make_pet_dataset
+from tests.study.study_files import write_study
 
 
-def _write_study(path: Path, **changes: object) -> Path:
-    study = {
-        "name": "t",
-        "data": {"datalists": {"a": "data/datalist.json"}},
-        "train": {"crop_size": [16, 16, 16], "batch_size": 2, "device": "cpu"},
-        "pretrain": {"epochs": 1},
-        "finetune": {"epochs": 1},
-        "grids": [{"name": "g", "models": ["unetr:tiny"], "pairs": ["a->a"],
-                   "methods": ["no-ft", "full-ft", {"label": "LoRA", "spec": "lora"}], "seeds": [0]}],
-    }
-    study.update(changes)
-    path.write_text(yaml.safe_dump(study))
-    return path
-
-
-@pytest.fixture(scope="module")
-def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("study")
-    (root / "data").mkdir()
-    make_pet_dataset(root / "data")
-    return root
-
-
-def test_plan_expands_groups_and_shares_pretraining(tmp_path: Path) -> None:
-    (tmp_path / "x.json").write_text("{}")
-    path = _write_study(tmp_path / "s.yaml", data={"datalists": {"a": "x.json", "b": "x.json", "c": "x.json"}}, grids=[
-        {"name": "main", "models": ["unetr:small"], "pairs": ["a->b", "a->c"],
-         "methods": ["no-ft", "full-ft", "singles", "singles+bitfit", "petite"], "seeds": [0, 1, 2]},
-        {"name": "mix", "models": ["unetr:small"], "pairs": ["a->b"], "methods": ["mix", "full-ft"], "seeds": [0]},
-        {"name": "lr", "models": ["unetr:small"], "pairs": ["a->b"], "finetune": {"lr": 1e-4},
-         "methods": [{"label": "Full-FT lr 1e-4", "spec": "full"}]}])
-    jobs = Study.load(path).jobs(tmp_path / "out")
-    pretrain = [j for j in jobs if j.kind == "pretrain"]
-    finetune = [j for j in jobs if j.kind == "finetune"]
-    assert [j.key for j in pretrain] == ["pretrain/unetr-small/a"]
-    # per pair: No-FT once, then 3 seeds x (Full-FT + 7 singles + 6 with BitFit + PETITE); mix: 9 UNETR combos.
-    assert len(finetune) == 2 * (1 + 3 * 15) + 9 + 1
-    # A grid's own fine-tuning settings reach only its runs, which get their own folder.
-    low = [j for j in finetune if j.config.get("lr") is not None]
-    assert [j.key for j in low] == ["runs/unetr-small/a-to-b/full-ft-lr-1e-4/seed0"] and low[0].config["lr"] == 1e-4
-    assert all(j.needs == ("pretrain/unetr-small/a",) and j.config["init"].endswith("pretrain/unetr-small/a")
-               for j in finetune)
-    # The mix grid's Full-FT seed 0 is the main grid's run, not a second one.
-    assert len({j.key for j in finetune}) == len(finetune)
-    labels = {(j.labels["method"], j.labels["bitfit"]) for j in finetune}
-    assert ("LoRA", True) in labels and ("LoRA", False) in labels and ("BitFit", True) in labels
-    assert ("LoRA + SSF", True) in labels and ("PETITE", True) in labels
-    # Ordered by seed: every seed-0 run comes before any seed-1 run.
-    seeds = [j.labels["seed"] for j in finetune]
-    assert seeds == sorted(seeds)
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"grids": [{"models": ["unetr:tiny"], "pairs": ["a-b"], "methods": ["full-ft"]}]}, "SOURCE->TARGET"),
-    ({"grids": [{"models": ["unetr:tiny"], "pairs": ["a->z"], "methods": ["full-ft"]}]}, "scanner z"),
-    ({"grids": [{"models": ["unetr:tiny"], "pairs": ["a->a"], "methods": ["sometimes"]}]}, "unknown method group"),
-    ({"finetune": {"spec": "full"}}, "may not set spec"),
-    ({"finetune": {"epochz": 3}}, "epochz"),
-])
-def test_bad_study_is_one_line_error(study_dir: Path, tmp_path: Path, change: dict, message: str,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write_study(study_dir / "bad.yaml", **change)
-    result = run_cli(["sweep", path, "--out", tmp_path / "out"], capsys)
-    assert result.code == 2 and message in result.err and "bad.yaml" in result.err
-    assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
-
-
+@pytest.mark.e2e
 def test_sweep_resumes_without_redoing_finished_runs(study_dir: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write_study(study_dir / "study.yaml")
+    path = write_study(study_dir / "study.yaml")
     out = tmp_path / "out"
     first = run_cli(["sweep", path, "--out", out], capsys)
     assert first.code == 0, first.err
@@ -99,8 +33,8 @@ def test_sweep_resumes_without_redoing_finished_runs(study_dir: Path, tmp_path: 
     # resumes that run, trains only the new seed's runs and leaves every other run alone.
     lora = out / "runs/unetr-tiny/a-to-a/lora/seed0"
     (lora / "final.json").unlink()
-    _write_study(path, grids=[{"name": "g", "models": ["unetr:tiny"], "pairs": ["a->a"],
-                               "methods": ["no-ft", "full-ft", {"label": "LoRA", "spec": "lora"}], "seeds": [0, 1]}])
+    write_study(path, grids=[{"name": "g", "models": ["unetr:tiny"], "pairs": ["a->a"],
+                              "methods": ["no-ft", "full-ft", {"label": "LoRA", "spec": "lora"}], "seeds": [0, 1]}])
     second = run_cli(["sweep", path, "--out", out], capsys)
     assert second.code == 0, second.err
     assert "6 jobs, 3 already finished, 3 to run" in second.out and "(resumed)" in second.out
@@ -112,15 +46,16 @@ def test_sweep_resumes_without_redoing_finished_runs(study_dir: Path, tmp_path: 
     assert third.code == 0 and "0 to run" in third.out
 
     # A finished run made with other settings is not silently reused.
-    _write_study(path, finetune={"epochs": 2})
+    write_study(path, finetune={"epochs": 2})
     changed = run_cli(["sweep", path, "--out", out], capsys)
     assert changed.code == 2 and "other settings (epochs" in changed.err
 
 
+@pytest.mark.e2e
 def test_emitted_jobs_run_as_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write_study(tmp_path / "study.yaml", data={"subjects": {"tiny": [2, 0, 2, 0, 1]}},
-                        grids=[{"models": ["unetr:tiny"], "pairs": ["tiny->tiny"], "methods": ["full-ft"],
-                                "seeds": [0, 1]}])
+    path = write_study(tmp_path / "study.yaml", data={"subjects": {"tiny": [2, 0, 2, 0, 1]}},
+                       grids=[{"models": ["unetr:tiny"], "pairs": ["tiny->tiny"], "methods": ["full-ft"],
+                               "seeds": [0, 1]}])
     out = tmp_path / "out"
     emitted = run_cli(["sweep", path, "--out", out, "--emit-jobs"], capsys)
     assert emitted.code == 0 and not out.exists()  # emitting runs nothing
@@ -154,6 +89,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_parallel_workers_stop_on_sigterm_and_resume(study_dir: Path, tmp_path: Path) -> None:
     import os
@@ -162,9 +98,9 @@ def test_parallel_workers_stop_on_sigterm_and_resume(study_dir: Path, tmp_path: 
     import sys
     import time
 
-    path = _write_study(study_dir / "parallel.yaml", finetune={"epochs": 3},
-                        grids=[{"models": ["unetr:tiny"], "pairs": ["a->a"], "methods": ["full-ft", "petite"],
-                                "seeds": [0]}])
+    path = write_study(study_dir / "parallel.yaml", finetune={"epochs": 3},
+                       grids=[{"models": ["unetr:tiny"], "pairs": ["a->a"], "methods": ["full-ft", "petite"],
+                               "seeds": [0]}])
     out = tmp_path / "out"
     command = [sys.executable, "-m", "petite", "sweep", str(path), "--out", str(out), "--workers", "2"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -128,6 +128,7 @@ class Study:
 
     @classmethod
     def load(cls, path: str | Path) -> Study:
+        """Read and validate the study file ``path`` (UserError naming the file on bad input)."""
         path = Path(path)
         doc = read_yaml(path, "study file")
         if not isinstance(doc, dict):

@@ -1,21 +1,20 @@
-"""`petite report`: tables, paired tests, Mix-PEFT table, figures and bad input, on run folders with known numbers."""
+"""`petite report` as a whole (petite.report.build): tables, paired tests, Mix-PEFT table and figures, on run folders
+with known numbers."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from scipy.stats import wilcoxon
 
-from petite.report.study import format_p, make_report, mark_best
+from petite.report.build import make_report
+from petite.report.tables import format_p
 from tests.cli_runner import run_cli
+from tests.report.run_folders import PNG, SUBJECTS, subject_values, write_run
 
-PNG = b"\x89PNG\r\n\x1a\n"
-SUBJECTS = ("s0", "s1", "s2")
 PAIR = "1h->4h"
 # (method, family, bitfit, encoder, decoder, seeds, base PSNR, percent)
 METHODS = [
@@ -28,35 +27,6 @@ METHODS = [
 ]
 
 
-def _values(base: float, seed: int, k: int) -> dict[str, dict[str, float]]:
-    """Known, distinct per-subject metrics for one run."""
-    out = {}
-    for i, subject in enumerate(SUBJECTS):
-        psnr = base + 0.37 * i + 0.11 * seed + 0.013 * k * (i + 1) ** 2
-        out[subject] = {"psnr": psnr, "ssim": 0.9 + 0.01 * (psnr - 30) / 3, "nrmse": 0.03 - 0.001 * (psnr - 30)}
-    return out
-
-
-def _write_run(folder: Path, *, extra: dict | None, spec: str, percent: float, subjects: dict | None,
-               epochs: int = 2, seed: int = 0, init: str | None = "pre", datalist_path: str = "/data/4h/datalist.json",
-               step: float = 0.2, memory: float = 1000.0) -> None:
-    folder.mkdir(parents=True)
-    config = {"datalist": datalist_path, "out": str(folder), "spec": spec, "init": init, "seed": seed,
-              "epochs": epochs, "model": "unetr", "preset": "small", "extra": extra or {}}
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    if subjects is None:
-        return
-    rows = [{"subject": s, **m} for s, m in subjects.items()]
-    summary = {"n": len(rows), **{k: float(np.mean([r[k] for r in rows])) for k in ("psnr", "ssim", "nrmse")}}
-    final = {"model": "unetr", "preset": "small", "spec": spec, "trainable": int(percent * 1000), "percent": percent,
-             "epochs": epochs, "best_epoch": epochs, "best_val_psnr": 30.0, "test": summary, "time_s": 10.0 * epochs,
-             "time_per_epoch_s": 10.0 if epochs else 0.0, "step_time_s": step if epochs else None,
-             "peak_memory_mb": memory, "peak_memory_added_mb": memory / 10, "device": "cpu", "hparams": {},
-             "crop_size": [32, 32, 32]}
-    (folder / "final.json").write_text(json.dumps(final))
-    (folder / "test_metrics.json").write_text(json.dumps({"summary": summary, "subjects": rows}))
-
-
 @pytest.fixture()
 def study(tmp_path: Path) -> tuple[Path, dict]:
     """A sweep-like runs folder; returns it and {(method, seed): per-subject metrics} for pair 1h->4h."""
@@ -64,28 +34,28 @@ def study(tmp_path: Path) -> tuple[Path, dict]:
     truth: dict = {}
     for k, (method, family, bitfit, enc, dec, seeds, base, percent) in enumerate(METHODS):
         for seed in seeds:
-            values = _values(base, seed if family != "none" else 0, k)
+            values = subject_values(base, seed if family != "none" else 0, k)
             truth[(method, seed)] = values
             extra = {"study": "t", "grid": "main", "role": "finetune", "model": "unetr", "preset": "small",
                      "source": "1h", "target": "4h", "pair": PAIR, "method": method, "family": family,
                      "bitfit": bitfit, "encoder": enc, "decoder": dec, "seed": seed}
             step = {"Full-FT": 0.4, "LoRA": 0.3}.get(method, 0.2)
-            _write_run(root / "main" / f"{method.replace(' ', '')}-s{seed}", extra=extra, spec=method.lower(),
-                       percent=percent, subjects=values, epochs=0 if family == "none" else 2, seed=seed, step=step,
-                       memory=2000.0 if method == "Full-FT" else 1000.0)
+            write_run(root / "main" / f"{method.replace(' ', '')}-s{seed}", extra=extra, spec=method.lower(),
+                      percent=percent, subjects=values, epochs=0 if family == "none" else 2, seed=seed, step=step,
+                      memory=2000.0 if method == "Full-FT" else 1000.0)
     # A second pair with No-FT and Full-FT only (for the "all targets" table).
     for method, family, base, percent in (("No-FT", "none", 29.0, 0.0), ("Full-FT", "full", 31.0, 100.0)):
-        values = _values(base, 0, 9)
+        values = subject_values(base, 0, 9)
         truth[(method, 0, "1h->5h")] = values
         extra = {"model": "unetr", "preset": "small", "source": "1h", "target": "5h", "pair": "1h->5h",
                  "method": method, "family": family, "bitfit": False, "seed": 0, "role": "finetune"}
-        _write_run(root / "p5" / method, extra=extra, spec=method.lower(), percent=percent, subjects=values,
-                   epochs=0 if family == "none" else 2, step=0.4, memory=2000.0 if method == "Full-FT" else 1000.0)
+        write_run(root / "p5" / method, extra=extra, spec=method.lower(), percent=percent, subjects=values,
+                  epochs=0 if family == "none" else 2, step=0.4, memory=2000.0 if method == "Full-FT" else 1000.0)
     # Not finished, and a pre-training run (counted, not tabulated).
-    _write_run(root / "main" / "VPT-s1", extra={"method": "VPT", "family": "single", "seed": 1}, spec="vpt",
-               percent=0.1, subjects=None)
-    _write_run(root / "pre", extra={"role": "pretrain", "method": "pretrain", "model": "unetr"}, spec="full",
-               percent=100.0, subjects=_values(25, 0, 0), init=None)
+    write_run(root / "main" / "VPT-s1", extra={"method": "VPT", "family": "single", "seed": 1}, spec="vpt",
+              percent=0.1, subjects=None)
+    write_run(root / "pre", extra={"role": "pretrain", "method": "pretrain", "model": "unetr"}, spec="full",
+              percent=100.0, subjects=subject_values(25, 0, 0), init=None)
     return root, truth
 
 
@@ -210,70 +180,3 @@ def test_results_json_round_trips(study):
     saved = json.loads((root / "rep" / "results.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert saved["format"] == "petite-report/1" and saved["figures"][0]["path"] == "psnr_vs_params_unetr.png"
-
-
-def test_unlabelled_runs_are_reported(tmp_path, capsys):
-    root = tmp_path / "runs"
-    for spec, base in (("none", 30.0), ("full", 31.0), ("encoder=lora,bitfit", 30.5)):
-        _write_run(root / spec.replace("=", "_").replace(",", "_"), extra=None, spec=spec, percent=1.0,
-                   subjects=_values(base, 0, 0), datalist_path="/data/scanner4h/datalist.json", seed=3)
-    assert run_cli(["report", root], capsys).code == 0
-    results = json.loads((root / "report" / "results.json").read_text())
-    runs = {r["method"]: r for r in results["runs"]}
-    assert set(runs) == {"No-FT", "Full-FT", "encoder=lora,bitfit"}
-    assert runs["encoder=lora,bitfit"]["family"] == "run" and runs["encoder=lora,bitfit"]["bitfit"] is True
-    assert {r["pair"] for r in runs.values()} == {"?->scanner4h"} and results["seeds"] == [3]
-
-
-@pytest.mark.parametrize("case", ["empty", "corrupt_final"])
-def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, case):
-    root = tmp_path / "runs"
-    root.mkdir()
-    bad = root
-    if case == "corrupt_final":
-        _write_run(root / "a", extra=None, spec="full", percent=100.0, subjects=_values(30, 0, 0))
-        bad = root / "a" / "final.json"
-        bad.write_text("{not json")
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    result = run_cli(["report", root], capsys)
-    assert result.code == 2
-    assert len(result.err.strip().splitlines()) == 1 and str(bad) in result.err
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
-
-
-def test_marks_and_p_format():
-    assert mark_best([1.0, 3.004, 3.001, 2.0], True, 2) == ["", "best", "best", "second"]
-    assert mark_best([0.03, 0.02, None], False, 4) == ["second", "best", ""]
-    assert format_p(None) == "-" and format_p(0.0312) == "0.031" and format_p(2e-4) == "<1e-3"
-
-
-@pytest.mark.slow
-def test_error_maps_from_real_runs(tmp_path, datalist, capsys):  # noqa: F811
-    """Tiny pretrain + No-FT / Full-FT / PETITE runs; the report recomputes their predictions."""
-    started = time.perf_counter()
-    root = tmp_path / "runs"
-    common = ["--datalist", datalist, "--model", "unetr", "--preset", "tiny", "--batch-size", "2", "--quiet"]
-    assert run_cli(["pretrain", *common, "--epochs", "1", "--out", root / "pre"]).code == 0
-    for method, family, spec, bitfit in (("No-FT", "none", "none", False), ("Full-FT", "full", "full", False),
-                                         ("PETITE", "preset", "petite-unetr", True)):
-        config = tmp_path / f"{family}.yaml"
-        config.write_text(yaml.safe_dump({"extra": {"model": "unetr", "preset": "tiny", "source": "a", "target": "b",
-                                                    "pair": "a->b", "method": method, "family": family,
-                                                    "bitfit": bitfit, "seed": 0, "role": "finetune"}}))
-        epochs = "0" if spec == "none" else "1"
-        assert run_cli(["finetune", *common, "--config", config, "--init", root / "pre", "--spec", spec,
-                        "--epochs", epochs, "--out", root / method]).code == 0
-    result = run_cli(["report", root], capsys)
-    assert result.code == 0, result.err
-    figure = root / "report" / "error_maps_unetr_a-to-b.png"
-    assert figure.read_bytes()[:8] == PNG
-    info = next(f for f in json.loads((root / "report" / "results.json").read_text())["figures"]
-                if f["kind"] == "error_maps")
-    assert info["columns"][1:4] == ["No-FT", "Full-FT", "PETITE"]
-    # The recomputed PSNR of each column equals the run's own test PSNR for that subject.
-    for label in ("No-FT", "Full-FT", "PETITE"):
-        saved = json.loads((root / label / "test_metrics.json").read_text())["subjects"]
-        psnr = next(r["psnr"] for r in saved if r["subject"] == info["subject"])
-        assert info["metrics"][label]["psnr"] == pytest.approx(psnr, abs=1e-3)
-    assert "](error_maps_unetr_a-to-b.png)" in (root / "report" / "report.md").read_text()
-    print(f"real-run report test: {time.perf_counter() - started:.1f} s")

@@ -1,0 +1,204 @@
+"""``petite report RUNS_DIR``: the paper's tables and figures from a folder of run folders.
+
+:func:`make_report` puts the pieces together, one section per model:
+
+* :mod:`petite.report.collect` finds, labels and groups the run folders;
+* :mod:`petite.report.stats` holds the paired tests and the best-value ranking;
+* :mod:`petite.report.tables` renders the method, Mix-PEFT and cost tables;
+* :mod:`petite.report.run_figures` draws PSNR vs % parameters and picks the
+  runs of the error-map figure (:mod:`petite.report.error_maps`).
+
+Output (``report.md``, ``results.json`` and the PNGs) is built in a hidden
+folder beside the destination and renamed into place
+(:func:`petite.atomic.staged_folder`); an existing destination is replaced only
+if it is an earlier report (``results.json`` of format ``petite-report/1``) and
+``overwrite`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from petite import __version__
+from petite.atomic import staged_folder, to_jsonable, write_json, write_text
+from petite.errors import UserError
+from petite.report.collect import (
+    ALL_PAIRS,
+    NO_FT,
+    Collection,
+    RunRecord,
+    collect_runs,
+    group_rows,
+    pooled_runs,
+)
+from petite.report.run_figures import error_maps_for_model, figure_slug, params_figure
+from petite.report.tables import cost_table, method_table, mix_tables
+
+FORMAT = "petite-report/1"
+
+
+def _is_report(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "results.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse a destination that is a file, a non-report folder, or a report without ``overwrite``."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError("report destination exists and is not a folder", out)
+    if not any(out.iterdir()):
+        return
+    if not _is_report(out):
+        raise UserError("exists and is not a petite report folder; refusing to overwrite it", out)
+    if not overwrite:
+        raise UserError("already holds a report; pass --overwrite to replace it", out)
+
+
+def make_report(runs_dir: str | Path, out: str | Path | None = None, *, baseline: str = "Full-FT",
+                figures: bool = True, overwrite: bool = False,
+                echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Collect the runs under ``runs_dir`` and write the report folder ``out`` (default ``runs_dir/report``).
+
+    Writes ``report.md``, ``results.json`` and the PNGs atomically (staging
+    folder, then rename).  ``figures=False`` skips the error-map figures (which
+    recompute predictions from the saved weights); the PSNR-vs-parameters plot
+    is always drawn.  Returns the content of ``results.json``.
+    """
+    runs_dir = Path(runs_dir)
+    out = Path(out) if out is not None else runs_dir / "report"
+    check_destination(out, overwrite)
+    collection = collect_runs(runs_dir)
+    say = echo or (lambda line: None)
+    runs = collection.runs
+    models = sorted({r.model_key for r in runs})
+    notes: list[str] = []
+    results: dict[str, Any] = {
+        "format": FORMAT, "petite_version": __version__, "runs_dir": str(runs_dir.resolve()),
+        "baseline": baseline,
+        "counts": {"run_folders": len(runs) + len(collection.pretrain) + len(collection.unfinished)
+                   + len(collection.skipped), "reported": len(runs), "pretrain": len(collection.pretrain),
+                   "unfinished": len(collection.unfinished), "skipped": len(collection.skipped)},
+        "models": models, "pairs": sorted({r.pair for r in runs}), "seeds": sorted({r.seed for r in runs}),
+        "runs": [r.summary() for r in runs], "pretrain_runs": [r.rel for r in collection.pretrain],
+        "unfinished": collection.unfinished, "skipped": collection.skipped,
+        "method_tables": [], "mix_tables": [], "cost_tables": [], "figures": [], "notes": notes,
+    }
+    # check_destination has refused everything but an absent or empty folder, or an earlier report to overwrite.
+    with staged_folder(out, overwrite) as staging:
+        sections = [_model_section([r for r in runs if r.model_key == model], model, baseline, figures, staging,
+                                   results, say) for model in models]
+        text = _header(collection, results) + "\n" + "\n".join(sections) + _footer(collection, notes)
+        content = to_jsonable(results)
+        write_text(staging / "report.md", text)
+        write_json(staging / "results.json", content)
+    say(f"report: {out} ({len(runs)} runs, {len(models)} model(s))")
+    return content
+
+
+def _model_section(model_runs: list[RunRecord], model: str, baseline: str, figures: bool, folder: Path,
+                   results: dict[str, Any], say: Callable[[str], None]) -> str:
+    """The markdown section of one model; its tables, figures and notes are added to ``results``."""
+    notes: list[str] = results["notes"]
+    pairs = sorted({r.pair for r in model_runs})
+    parts = [f"## {model}", ""]
+    scopes = [(pair, [r for r in model_runs if r.pair == pair]) for pair in pairs]
+    pooled = pooled_runs(model_runs)
+    if pooled:
+        scopes.append((ALL_PAIRS, pooled))
+    for pair, scope_runs in scopes:
+        table = method_table(scope_runs, model, pair, baseline)
+        if not table["baseline_found"]:
+            notes.append(f"{model}, {pair}: no '{baseline}' runs, so no p-values against it")
+        results["method_tables"].append({k: v for k, v in table.items() if k != "markdown"})
+        parts += [f"### {model}: {pair}", "", table["markdown"], "", table["caption"], ""]
+    for mix in mix_tables(model_runs, model):
+        results["mix_tables"].append({k: v for k, v in mix.items() if not k.startswith("markdown")})
+        parts += [f"### {model}: Mix-PEFT {'+ BitFit' if mix['bitfit'] else 'without BitFit'} (PSNR, dB)", "",
+                  mix["markdown"], "", mix["caption"], "", mix["markdown_percent"], ""]
+    cost = cost_table(model_runs, model, baseline)
+    results["cost_tables"].append({k: v for k, v in cost.items() if k != "markdown"})
+    parts += [f"### {model}: training cost", "", cost["markdown"], "", cost["caption"], ""]
+
+    # One plot for the pooled targets, and one per pair that has more methods than the pool
+    # (points must come from the same targets to be comparable).
+    plot_scopes = [(ALL_PAIRS, pooled)] if pooled else []
+    pooled_methods = len(group_rows(pooled)) if pooled else 0
+    for pair in pairs:
+        pair_runs = [r for r in model_runs if r.pair == pair]
+        if len(group_rows(pair_runs)) > pooled_methods:
+            plot_scopes.append((pair, pair_runs))
+    parts += [f"### {model}: figures", ""]
+    for scope, scope_runs in plot_scopes:
+        suffix = "" if scope == ALL_PAIRS else f"_{figure_slug(scope)}"
+        plot = params_figure(group_rows(scope_runs), model, folder / f"psnr_vs_params_{figure_slug(model)}{suffix}.png",
+                             scope)
+        results["figures"].append(plot)
+        where = scope if scope != ALL_PAIRS else f"{scope} ({', '.join(sorted({r.pair for r in scope_runs}))})"
+        parts += [f"![PSNR vs % trainable parameters, {model}, {scope}]({plot['path']})", "",
+                  f"PSNR vs % trainable parameters (log axis), {where}: one point per method, mean over "
+                  "seeds of each seed's mean test PSNR over pairs, error bar = std over seeds (ddof 0); "
+                  "Full-FT at 100 %; No-FT (0 %) as the dashed line.", ""]
+    if figures:
+        say(f"error maps for {model} (recomputing predictions from the saved weights)")
+        info, why = error_maps_for_model(model_runs, model, folder)
+        if info is not None:
+            results["figures"].append(info)
+            parts += [f"![error maps, {model}, {info['pair']}]({info['path']})", "",
+                      f"Error maps (paper Fig. 4 layout): {model}, pair {info['pair']}, test subject "
+                      f"{info['subject']}, predictions recomputed from the saved weights ({info['seeds']}); "
+                      f"top: images, bottom: |prediction - long scan| on one shared scale.", ""]
+        else:
+            notes.append(why or "")
+            parts += [f"*Error-map figure not drawn: {why}.*", ""]
+    return "\n".join(parts)
+
+
+def _header(collection: Collection, results: dict[str, Any]) -> str:
+    counts = results["counts"]
+    runs = collection.runs
+    studies = sorted({str((r.config.get("extra") or {}).get("study")) for r in runs if r.labelled
+                      and (r.config.get("extra") or {}).get("study")})
+    subjects = sorted({len(r.subjects) for r in runs})
+    lines = [f"# petite report: {collection.root.name or collection.root}", "",
+             f"From `{results['runs_dir']}`: {counts['run_folders']} run folders; **{counts['reported']} finished "
+             f"fine-tuning runs reported**, {counts['unfinished']} not finished, {counts['pretrain']} pre-training "
+             f"run(s) (not tabulated), {counts['skipped']} finished without test metrics.", "",
+             f"- models: {', '.join(results['models'])}",
+             f"- pairs (source->target): {', '.join(results['pairs'])}",
+             f"- seeds: {', '.join(map(str, results['seeds']))}",
+             f"- test subjects per run: {', '.join(map(str, subjects))}",
+             f"- paired tests against: {results['baseline']} and {NO_FT}"]
+    if studies:
+        lines.append(f"- studies: {', '.join(studies)}")
+    unlabelled = sum(not r.labelled for r in runs)
+    if unlabelled:
+        lines.append(f"- {unlabelled} run(s) without sweep labels: method = spec string, source '?', target = "
+                     f"the datalist's folder")
+    lines += ["", f"Written by petite {__version__} (`petite report`); every number is also in `results.json`.", ""]
+    return "\n".join(lines)
+
+
+def _footer(collection: Collection, notes: list[str]) -> str:
+    lines = [""]
+    if collection.unfinished:
+        lines += ["## Not finished", "", "Run folders without final.json (not reported):", ""]
+        for item in collection.unfinished:
+            what = f" ({item['method']}, seed {item['seed']})" if item.get("method") is not None else ""
+            done = f", {item['epochs_done']} of {item['epochs']} epochs logged" if item.get("epochs") else ""
+            lines.append(f"- `{item['path']}`{what}{done}")
+        lines.append("")
+    if collection.skipped:
+        lines += ["## Skipped", ""] + [f"- `{s['path']}`: {s['reason']}" for s in collection.skipped] + [""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes if n] + [""]
+    return "\n".join(lines)
+
+
+__all__ = ["FORMAT", "check_destination", "make_report"]
