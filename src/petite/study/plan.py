@@ -310,7 +310,7 @@ class Study:
 def _mix_methods(model_name: str) -> list[Method]:
     """The feasible Mix-PEFT combinations of a model (built at the tiny preset: feasibility is structural)."""
     from petite.models.registry import build_model
-    from petite.peft.spec import combos
+    from petite.peft import combos
 
     methods = []
     for spec in combos(build_model(model_name, "tiny")):

@@ -76,11 +76,12 @@ def run_job(job: Job, out: Path, progress: bool = False) -> dict[str, Any]:
         return {"key": job.key, "time_s": round(time.perf_counter() - started, 1)}
 
     from petite.engine.config import TrainConfig
-    from petite.engine.train import Run, train
+    from petite.engine.run_folder import RunFolder
+    from petite.engine.train import train
 
     cfg = TrainConfig(**job.config)
     cfg.validate(folder)
-    resume = Run(folder).resumable
+    resume = RunFolder(folder).resumable
     final = train(cfg, resume=resume, progress=progress)
     return {"key": job.key, "time_s": round(time.perf_counter() - started, 1), "resumed": resume,
             "psnr": (final.get("test") or {}).get("psnr"), "percent": final.get("percent")}
