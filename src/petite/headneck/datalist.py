@@ -21,14 +21,16 @@ and ``clinical`` (raw CSV strings) are optional.  Other top-level keys
 
 Loading (:func:`load_case`) and its choices:
 
+* Reading: :func:`petite.data.nifti.load_volume` (3D, finite; an empty
+  label is allowed), which names the file on any problem.
 * Orientation: every volume is brought to the closest canonical (RAS+)
-  orientation with nibabel, so array axes are (x: left->right, y:
+  orientation (``canonical=True``), so array axes are (x: left->right, y:
   posterior->anterior, z: inferior->superior) whatever the file's.
 * Grid: the CT grid is the reference.  When the PET (or label) grid differs
   in shape or affine, as in real HECKTOR data where PET voxels are ~4 mm and
   CT voxels ~1 mm, it is resampled onto the CT grid through the two affines
-  (``scipy.ndimage.affine_transform``; trilinear for PET, nearest neighbour
-  for labels; zero outside the PET field of view).
+  (:func:`petite.data.resample.resample_to`; trilinear for PET, nearest
+  neighbour for labels; zero outside the PET field of view).
 * CT: Hounsfield units clipped to the soft-tissue window [-250, 250] HU and
   scaled to [0, 1] (air -> 0, fat ~0.3, soft tissue / tumour ~0.6, bone -> 1).
   Head-and-neck tumours differ from soft tissue by tens of HU, so a narrow
@@ -60,6 +62,8 @@ from typing import Any
 import numpy as np
 
 from petite.atomic import write_json
+from petite.data.nifti import load_volume, voxel_spacing
+from petite.data.resample import resample_to, same_grid, world_overlap
 from petite.documents import read_json
 from petite.errors import UserError
 
@@ -268,62 +272,6 @@ def _relative(path: Path, root: Path) -> str:
 # ----------------------------------------------------------------------------- loading
 
 
-def read_nifti(path: str | Path, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load a 3D NIfTI in closest-canonical (RAS+) orientation: ``(float32 array, affine)``.
-
-    UserError naming the file when it is missing, unreadable, not 3D or not finite.
-    All-zero volumes are allowed (a label without tumour).
-    """
-    import nibabel as nib
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} file not found", path)
-    try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as err:  # nibabel raises many types for corrupt files
-        raise UserError(f"cannot read {what} as NIfTI ({type(err).__name__}: {err})", path) from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise UserError(f"{what} must be a 3D volume, got shape {data.shape}", path)
-    if not np.all(np.isfinite(data)):
-        raise UserError(f"{what} contains NaN or Inf values", path)
-    return data, np.asarray(img.affine, dtype=np.float64)
-
-
-def same_grid(shape_a: Sequence[int], affine_a: np.ndarray, shape_b: Sequence[int], affine_b: np.ndarray,
-              tol_mm: float = 1e-3) -> bool:
-    """True when two volumes share shape and affine (to ``tol_mm``)."""
-    return tuple(shape_a) == tuple(shape_b) and bool(np.allclose(affine_a, affine_b, atol=tol_mm))
-
-
-def resample_to(data: np.ndarray, affine: np.ndarray, shape: Sequence[int], target_affine: np.ndarray,
-                order: int) -> np.ndarray:
-    """Resample ``data`` (with ``affine``) onto the grid ``(shape, target_affine)``; zero outside."""
-    from scipy.ndimage import affine_transform
-
-    matrix = np.linalg.inv(affine) @ target_affine  # target voxel -> source voxel
-    out = affine_transform(data, matrix[:3, :3], offset=matrix[:3, 3], output_shape=tuple(shape),
-                           order=order, mode="constant", cval=0.0, prefilter=False)
-    return out.astype(np.float32)
-
-
-def world_overlap(shape_a: Sequence[int], affine_a: np.ndarray, shape_b: Sequence[int], affine_b: np.ndarray) -> float:
-    """Fraction of volume A's bounding box (world mm, axis-aligned) that volume B's box covers."""
-    def box(shape: Sequence[int], affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ends = [(-0.5, n - 0.5) for n in shape]
-        corners = np.array([[i, j, k, 1.0] for i in ends[0] for j in ends[1] for k in ends[2]])
-        world = (affine @ corners.T)[:3]
-        return world.min(axis=1), world.max(axis=1)
-
-    lo_a, hi_a = box(shape_a, affine_a)
-    lo_b, hi_b = box(shape_b, affine_b)
-    inter = np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None)
-    return float(np.prod(inter) / max(np.prod(hi_a - lo_a), 1e-9))
-
-
 def normalise_ct(hu: np.ndarray) -> np.ndarray:
     """Clip Hounsfield units to the soft-tissue window [-250, 250] and scale to [0, 1]."""
     lo, hi = CT_WINDOW_HU
@@ -348,15 +296,15 @@ def load_case(item: Mapping[str, Any], pet_norm: str = "zscore") -> dict[str, An
     Returns ``{"ct": float32 (1, X, Y, Z), "pet": float32 (1, X, Y, Z),
     "label": int64 (1, X, Y, Z), "patient": str, "centre": str, "spacing": (sx, sy, sz)}``;
     ``spacing`` is the CT voxel size in mm along the array axes (from the
-    canonical affine), so :mod:`petite.multimodal.evaluate` reports HD95 in mm.
+    canonical affine), so :mod:`petite.pemma.evaluate` reports HD95 in mm.
     """
     import torch
 
     if pet_norm not in PET_NORMS:
         raise UserError(f"unknown PET normalisation {pet_norm!r}; choose one of {', '.join(PET_NORMS)}")
-    ct, ct_affine = read_nifti(item["ct"], "CT")
-    pet, pet_affine = read_nifti(item["pet"], "PET")
-    label, label_affine = read_nifti(item["label"], "label")
+    ct, ct_affine = load_volume(item["ct"], what="CT", canonical=True, allow_zero=True)
+    pet, pet_affine = load_volume(item["pet"], what="PET", canonical=True, allow_zero=True)
+    label, label_affine = load_volume(item["label"], what="label", canonical=True, allow_zero=True)
     if not same_grid(pet.shape, pet_affine, ct.shape, ct_affine):
         if world_overlap(ct.shape, ct_affine, pet.shape, pet_affine) <= 0:
             raise UserError(f"PET {item['pet']} (shape {pet.shape}) does not overlap the CT {item['ct']} "
@@ -374,7 +322,7 @@ def load_case(item: Mapping[str, Any], pet_norm: str = "zscore") -> dict[str, An
         "label": torch.from_numpy(label_int)[None],
         "patient": str(item["patient"]),
         "centre": str(item["centre"]),
-        "spacing": tuple(float(v) for v in np.sqrt((ct_affine[:3, :3] ** 2).sum(axis=0))),
+        "spacing": voxel_spacing(ct_affine),
     }
 
 

@@ -2,7 +2,7 @@
 
 A run folder is written whole or not at all: everything goes into a hidden
 staging folder beside it, which is renamed into place at the end
-(:func:`staged_folder`).  Safetensors and JSON only, never pickle.
+(:func:`petite.atomic.staged_folder`).  Safetensors and JSON only, never pickle.
 
 Every run folder holds::
 
@@ -49,16 +49,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from petite.atomic import (
-    atomic_path,
-    check_output_folder,
-    staged_folder,
-    to_jsonable,
-    write_json,
-    write_text,
-)
+from petite.atomic import atomic_path, to_jsonable, write_json, write_text
 from petite.documents import read_json
 from petite.errors import UserError
+from petite.models import fingerprint, load_model, save_model
+from petite.models.checkpoint import read_sidecar
+from petite.pemma.baselines import LateFusion
+from petite.pemma.upgrade import PEMMA
 
 FORMAT = "petite-mm-run/1"
 CONFIG_FILE = "config.json"
@@ -77,9 +74,6 @@ INPUTS_KIND: dict[str, str] = {"ct": "ct", "pet": "pet", "ctpet": "early"}
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-check_out = check_output_folder
 
 
 def write_metrics(folder: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -117,18 +111,16 @@ def save_run(folder: str | Path, model: nn.Module, kind: str, config: Mapping[st
              final: Mapping[str, Any] | None = None, metrics: Sequence[Mapping[str, Any]] = (),
              base_run: str | Path | None = None, destination: str | Path | None = None,
              members: Mapping[str, str | Path] | None = None) -> Path:
-    """Write a run of ``kind`` into ``folder`` (usually a :func:`staged_folder`).
+    """Write a run of ``kind`` into ``folder`` (usually a :func:`~petite.atomic.staged_folder`).
 
     Args:
-        model: the trained model (plain segmenter, :class:`~petite.multimodal.upgrade.PEMMA`
-            or :class:`~petite.multimodal.baselines.LateFusion`).
+        model: the trained model (plain segmenter, :class:`~petite.pemma.upgrade.PEMMA`
+            or :class:`~petite.pemma.baselines.LateFusion`).
         config: how the run was made; must hold ``crop``; ``kind`` and ``format`` are added.
         base_run: ``pemma`` only: the CT run the model was built on.
         members: ``late`` only: ``{"ct": CT run, "pet": PET run}``.
         destination: where ``folder`` will finally live (for relative links; default ``folder``).
     """
-    from petite.models.checkpoint import fingerprint, read_sidecar, save_model
-
     if kind not in RUN_KINDS:
         raise UserError(f"unknown run kind {kind!r}; kinds: {', '.join(RUN_KINDS)}")
     folder = Path(folder)
@@ -212,8 +204,6 @@ def run_base_path(path: str | Path) -> Path:
 
 
 def _load_plain(path: Path, expected_fingerprint: str | None = None) -> nn.Module:
-    from petite.models.checkpoint import load_model, read_sidecar
-
     if expected_fingerprint is not None and read_sidecar(path / "model").get("fingerprint") != expected_fingerprint:
         raise UserError("weights changed since the run that refers to them was made (fingerprint mismatch)",
                         path / "model.json")
@@ -241,8 +231,6 @@ def load_run(path: str | Path, device: str | torch.device | None = "cpu") -> tup
             raise UserError(f"a {kind!r} run must hold a {2 if kind == 'early' else 1}-channel model, got {channels}",
                             path / "model.json")
     elif kind == "late":
-        from petite.multimodal.baselines import LateFusion
-
         members = config.get("members") or {}
         loaded = {}
         for role in ("ct", "pet"):
@@ -263,9 +251,6 @@ def load_run(path: str | Path, device: str | torch.device | None = "cpu") -> tup
 def _load_pemma(path: Path, config: Mapping[str, Any]) -> tuple[nn.Module, Path]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from petite.models.checkpoint import fingerprint
-    from petite.multimodal.upgrade import PEMMA
 
     config_path = path / CONFIG_FILE
     base = _resolve_link(config.get("base") or {}, path, "CT base")
@@ -307,5 +292,5 @@ def read_final(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["CONFIG_FILE", "FINAL_FILE", "FORMAT", "INPUTS_KIND", "KIND_MODES", "METRICS_FILE", "PEMMA_WEIGHTS",
-           "RUN_KINDS", "check_out", "load_run", "read_final", "read_run_config", "require_kind", "run_base_path",
-           "run_kind", "run_link", "save_run", "staged_folder", "write_metrics"]
+           "RUN_KINDS", "load_run", "read_final", "read_run_config", "require_kind", "run_base_path", "run_kind",
+           "run_link", "save_run", "write_metrics"]

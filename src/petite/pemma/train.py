@@ -2,11 +2,11 @@
 
 :func:`train_segmenter` is deliberately small: no run folders, resume or
 checkpoints (the CLI layer adds those).  It takes cases already loaded by
-:func:`petite.multimodal.datalist.load_case` (dicts of ``(1, X, Y, Z)`` tensors),
+:func:`petite.headneck.datalist.load_case` (dicts of ``(1, X, Y, Z)`` tensors),
 so it is testable with tensors built in memory.
 
 Per step: ``batch_size`` cases are drawn with replacement, each cropped by
-:func:`petite.multimodal.datalist.random_crop` (foreground-biased), the input
+:func:`petite.headneck.datalist.random_crop` (foreground-biased), the input
 mode of the batch is fixed or drawn (see ``inputs`` / ``mode_probs``), and
 MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True)`` is minimised by AdamW
 over the parameters that require gradients (PEMMA: its trainable groups).
@@ -30,8 +30,17 @@ from tqdm import tqdm
 
 from petite.device import resolve_device
 from petite.errors import UserError
-from petite.multimodal.datalist import random_crop
-from petite.multimodal.segmentation import MODES, accepts_modalities, check_mode, predict, resolve_window, stack_inputs
+from petite.headneck.datalist import random_crop
+from petite.pemma.evaluate import evaluate_segmenter
+from petite.pemma.segmentation import (
+    MODES,
+    accepts_modalities,
+    check_mode,
+    predict,
+    resolve_window,
+    stack_inputs,
+)
+from petite.pemma.upgrade import PEMMA
 
 #: PEMMA's per-batch input modes when both modalities are available (BRIEF section 7).
 PEMMA_MODE_PROBS: dict[str, float] = {"ctpet": 0.6, "ct": 0.2, "pet": 0.2}
@@ -51,8 +60,6 @@ def resolve_mode_probs(model: nn.Module, inputs: str, mode_probs: Mapping[str, f
     """
     check_mode(inputs)
     if mode_probs is None:
-        from petite.multimodal.upgrade import PEMMA
-
         mode_probs = PEMMA_MODE_PROBS if isinstance(model, PEMMA) and inputs == "ctpet" else {inputs: 1.0}
     probs = {str(k): float(v) for k, v in mode_probs.items() if float(v) != 0.0}
     for mode, p in probs.items():
@@ -104,7 +111,7 @@ def train_segmenter(
     Args:
         model: a plain segmenter (CT-only, PET-only, early fusion) or a
             modality-aware model (PEMMA, late fusion).  Only parameters with
-            ``requires_grad`` train (set PEMMA's with :func:`~petite.multimodal.upgrade.set_trainable`).
+            ``requires_grad`` train (set PEMMA's with :func:`~petite.pemma.upgrade.set_trainable`).
         cases: loaded cases ``{"ct", "pet", "label": (1, X, Y, Z) tensors, ...}``.
         inputs: the images available: ``"ct"``, ``"pet"`` or ``"ctpet"`` (a plain model
             gets those channels; early fusion needs ``"ctpet"``).
@@ -113,7 +120,7 @@ def train_segmenter(
         seed: seeds case order, crops, modes and ``torch``.
         mode_probs: per-batch input mode distribution, e.g. ``{"ctpet": .6, "ct": .2, "pet": .2}``
             (default: PEMMA with ``inputs="ctpet"`` uses :data:`PEMMA_MODE_PROBS`; anything else ``inputs``).
-        val_cases: evaluated once at the end (:func:`~petite.multimodal.evaluate.evaluate_segmenter`,
+        val_cases: evaluated once at the end (:func:`~petite.pemma.evaluate.evaluate_segmenter`,
             mode ``inputs``, window = crop).
         progress: a tqdm bar.
         foreground_prob: chance a crop is centred to contain tumour.
@@ -165,8 +172,6 @@ def train_segmenter(
 
     val = None
     if val_cases:
-        from petite.multimodal.evaluate import evaluate_segmenter
-
         val = evaluate_segmenter(model, val_cases, inputs, roi=patch, overlap=val_overlap, device=dev)
         model.train()
     return {

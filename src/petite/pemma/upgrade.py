@@ -1,7 +1,7 @@
 """PEMMA: upgrade a CT-only segmentation transformer to CT+PET, cheaply and without forgetting.
 
 Design (BRIEF section 7; PEMMA, Saadi et al.).  A trained CT-only UNETR or
-Swin UNETR (:func:`petite.multimodal.segmentation.build_segmenter`) becomes the
+Swin UNETR (:func:`petite.pemma.segmentation.build_segmenter`) becomes the
 frozen *backbone*; new, small parts are added around it:
 
 - ``pet_embedding``: a PET patch embedding, a copy of the CT one (for UNETR the
@@ -52,8 +52,7 @@ from torch import nn
 
 from petite.errors import UserError
 from petite.models.blocks.padding import crop_to_shape, pad_to_multiple
-from petite.peft.apply import PeftState, apply_spec, peft_state
-from petite.peft.spec import Spec
+from petite.peft import PeftState, Spec, apply_spec, peft_state
 
 #: Trainable parameter groups of a PEMMA model.
 GROUPS: tuple[str, ...] = ("lora", "pet", "ct_adapter", "fusion")
@@ -148,7 +147,7 @@ class PEMMA(nn.Module):
         adapter_dim: bottleneck of the modality adapters (default ``max(4, width // 8)``).
         peft: a PEFT spec replacing the default :func:`pemma_spec` (``method``/``r``/``alpha`` are then unused).
         fingerprint: hash the backbone before PEFT (needed to save its LoRA part with
-            :func:`petite.peft.io.save_adapter`; off for quick parameter counts).
+            :func:`petite.peft.save_adapter`; off for quick parameter counts).
 
     ``forward(ct=None, pet=None)`` takes ``(B, 1, X, Y, Z)`` images (at least one)
     and returns ``(B, 3, X, Y, Z)`` logits.  After construction the trainable set

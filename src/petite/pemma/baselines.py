@@ -1,7 +1,7 @@
 """The baselines PEMMA is compared with: CT-only, PET-only, early fusion and late fusion.
 
 - **CT-only** / **PET-only**: the 1-channel segmenter of
-  :func:`~petite.multimodal.segmentation.build_segmenter`, trained fully on one
+  :func:`~petite.pemma.segmentation.build_segmenter`, trained fully on one
   modality (input mode ``"ct"`` / ``"pet"``).
 - **Early fusion**: the same architecture with a 2-channel input (CT, PET),
   trained fully (input mode ``"ctpet"``).
@@ -13,7 +13,7 @@
   that trains with whatever else requires gradients.
 
 :data:`BASELINE_MODES` gives the input mode each baseline is trained and
-evaluated with (:func:`petite.multimodal.train.train_segmenter`'s ``inputs``).
+evaluated with (:func:`petite.pemma.train.train_segmenter`'s ``inputs``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from petite.errors import UserError
-from petite.multimodal.segmentation import build_segmenter
+from petite.pemma.segmentation import build_segmenter
 
 #: Baseline kind -> input mode it is trained and evaluated with.
 BASELINE_MODES: dict[str, str] = {"ct": "ct", "pet": "pet", "early": "ctpet", "late": "ctpet"}

@@ -4,7 +4,7 @@ What it does (every number it prints is measured in that run):
 
 1. **Simulate** centre A (CHUM-like) and centre B (CHUS-like: noisier,
    blurrier PET with another SUV calibration) with
-   :func:`petite.multimodal.synthetic.simulate_hn` at the ``small`` grid
+   :func:`petite.headneck.synthetic.simulate_hn` at the ``small`` grid
    (64x64x48, ~3.1 mm); A's patients are split train/test, B's train/test;
    one datalist ``DIR/data/datalist.json`` holds both.
 2. **Train on A** (UNETR ``small``, random 32^3 crops, DiceCE, AdamW, the
@@ -24,9 +24,9 @@ What it does (every number it prints is measured in that run):
 6. **Report**: both tables printed and written to ``DIR/report/table.md``,
    everything in ``DIR/report/results.json``, and ``DIR/report/segmentations.png``
    (CT, PET, ground truth and each model's prediction for one A_test case).
-7. **Hook**: when :mod:`petite.multimodal.prognosis` exists, its
-   ``demo_step(out_dir, datalist, models, echo)`` runs last (survival from the
-   adapted encoder); its table is printed too.
+7. **Prognosis**: :func:`petite.prognosis.comparison.demo_step` runs last
+   (survival from the adapted encoder: CT, CT+PET, CT+PET+clinical heads);
+   its table is printed too.
 
 Sizes (:data:`FULL`): 24 patients at A (17 train, 7 test), 10 at B (6 train,
 4 test); batch 2; 400 steps for each model trained from scratch, 300 for the
@@ -46,21 +46,18 @@ a handful of patients and steps: a smoke test, its numbers mean nothing.
 
 Parallelism: the three trainings from scratch, the PEMMA upgrade, the
 continual adaptation and the evaluations run as jobs in worker processes with
-one torch thread each (:class:`Jobs`; one per core, at most 3): on 2 cores
-that is faster than one job at a time with two threads, and it degrades
-gracefully when other jobs share the cores (multi-threaded steps then wait on
-each other; 5-20x slower steps were seen).  ``--quick`` runs everything in
-this process.
+one torch thread each (:class:`petite.parallel.WorkerPool`; one per core, at
+most 3): on 2 cores that is faster than one job at a time with two threads, and
+it degrades gracefully when other jobs share the cores (multi-threaded steps
+then wait on each other; 5-20x slower steps were seen).  ``--quick`` runs
+everything in this process.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import inspect
-import logging
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -73,8 +70,13 @@ import torch
 
 from petite.atomic import atomic_path, write_json, write_text
 from petite.demos.common import load_average, prepare_demo_folder
-
-log = logging.getLogger("petite.multimodal.demo")
+from petite.headneck.datalist import read_mm_datalist, split_names, write_mm_datalist
+from petite.headneck.synthetic import simulate_hn
+from petite.parallel import WorkerPool
+from petite.pemma import pipeline
+from petite.pemma.evaluate import predict_case
+from petite.pemma.runs import load_run, read_final
+from petite.prognosis.comparison import demo_step
 
 # The demo's own paths inside DIR; --overwrite removes these and nothing else.
 DEMO_PATHS = ("data", "runs", "report")
@@ -136,9 +138,6 @@ def _cpu_seconds() -> float | None:
 
 def simulate_centres(out: Path, size: DemoSize, seed: int) -> Path:
     """Centres A and B (their own patient counts and splits) -> ``out/datalist.json`` holding both."""
-    from petite.multimodal.datalist import read_mm_datalist, split_names, write_mm_datalist
-    from petite.multimodal.synthetic import simulate_hn
-
     parts = []
     for centre, n, splits in ((SOURCE, size.source_patients, size.source_splits),
                               (TARGET, size.target_patients, size.target_splits)):
@@ -199,61 +198,18 @@ def format_continual_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- the demo
 
 
-class Jobs:
-    """Run pipeline steps in ``workers`` single-purpose processes (spawned), or in this process when 1.
-
-    Why processes: on 2 CPU cores two single-threaded trainings side by side
-    finish sooner than one after the other with two intra-op threads each, and
-    they degrade gracefully when other jobs share the cores (multi-threaded
-    steps then wait on each other and can take many times longer).
-    ``submit`` returns a :class:`concurrent.futures.Future` either way.
-    """
-
-    def __init__(self, workers: int, threads: int) -> None:
-        self.workers, self.threads = int(workers), int(threads)
-        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
-        if self.workers > 1:
-            context = multiprocessing.get_context("spawn")
-            self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context,
-                                                               initializer=_init_worker, initargs=(self.threads,))
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.futures.Future:
-        if self.pool is not None:
-            return self.pool.submit(fn, *args, **kwargs)
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as err:  # noqa: BLE001 - re-raised by .result()
-            future.set_exception(err)
-        return future
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
-    logging.getLogger("petite").setLevel(logging.WARNING)
-
-
 def default_workers() -> int:
     """Parallel worker processes: one per core, at most 3 (there are three independent trainings)."""
     return max(1, min(os.cpu_count() or 1, 3))
 
 
 def _evaluate_job(run: str, datalist: str, split: str, mode: str, out: str, overlap: float) -> dict[str, Any]:
-    from petite.multimodal.pipeline import evaluate
-
-    return evaluate(run, datalist, split, mode=mode, out=out, overlap=overlap, device="cpu")
+    return pipeline.evaluate(run, datalist, split, mode=mode, out=out, overlap=overlap, device="cpu")
 
 
-def _train_and_evaluate(jobs: Jobs, size: DemoSize, data: Mapping[str, Any], dl: str, runs: Path, seed: int,
+def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any], dl: str, runs: Path, seed: int,
                         stage: Callable[[str, str], None], timings: dict[str, float]) -> dict[str, Any]:
     """Steps 2-5 of the demo as jobs: train, upgrade, continual adaptation, every evaluation."""
-    from petite.multimodal import pipeline
-    from petite.multimodal.runs import read_final
-
     common = dict(batch_size=size.batch_size, seed=seed, device="cpu", val=False)
     crop = "x".join(map(str, size.crop))
 
@@ -339,9 +295,6 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
     :func:`default_workers`; ``quick`` defaults to 1, in this process).
     Measured (full size): see the README section "Multi-modal adaptation (PEMMA)".
     """
-    from petite.multimodal import pipeline
-    from petite.multimodal.runs import load_run
-
     size = QUICK if quick else FULL
     out = Path(out)
     started = time.perf_counter()
@@ -374,11 +327,8 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
               ", ".join(f"{k} {v}" for k, v in counts.items() if v))
 
         runs = out / "runs"
-        jobs = Jobs(n_workers, threads)
-        try:
+        with WorkerPool(n_workers, threads=threads, quiet=True) as jobs:
             done = _train_and_evaluate(jobs, size, data, str(datalist), runs, seed, stage, timings)
-        finally:
-            jobs.close()
         rows, continual, pet_only_b = done["rows"], done["continual"], done["pet_only_b"]
         finals, reports = done["finals"], done["reports"]
         test_a, test_b, crop = f"{SOURCE}_test", f"{TARGET}_test", "x".join(map(str, size.crop))
@@ -405,9 +355,9 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
                      f"trained on {SOURCE} scores Dice {pet_only_b['mean']['dice_mean']:.3f} on {test_b} "
                      f"({n_b} patients).")
         t = time.perf_counter()
-        prognosis = _prognosis_hook(out, datalist, {name: model for name, (model, _) in loaded.items()}, echo, quick)
-        if prognosis is not None:
-            timings["prognosis"] = time.perf_counter() - t
+        models = {name: model for name, (model, _) in loaded.items()}
+        prognosis = dict(demo_step(out, datalist, models, echo, quick=quick))
+        timings["prognosis"] = time.perf_counter() - t
         total = time.perf_counter() - started
         timings["total"] = total
         cpu_end = _cpu_seconds()
@@ -428,7 +378,7 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
         if prognosis and prognosis.get("markdown"):
             md += f"\n## Prognosis\n\n{prognosis['markdown']}\n"
         write_text(out / "report" / "table.md", md)
-        write_json(out / "report" / "results.json", _jsonable(results))
+        write_json(out / "report" / "results.json", results)
 
         echo("")
         echo(f"Segmentation on {test_a}:")
@@ -456,38 +406,6 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
         torch.set_num_threads(before_threads)
 
 
-def _prognosis_hook(out: Path, datalist: Path, models: Mapping[str, torch.nn.Module], echo: Callable[[str], None],
-                    quick: bool) -> dict[str, Any] | None:
-    # ---------------------------------------------------------------- HOOK: survival prognosis
-    # If petite.multimodal.prognosis is available, its demo_step(out_dir, datalist, models, echo) runs here
-    # (models: run name -> loaded model (eval mode, CPU): ct, pet, early, late, pemma, pemma_b; the run
-    # folders are out/runs/<name>, load_run(folder) rebuilds them; `quick` is passed when the function
-    # accepts it).  It returns a dict; "table" (plain text) is printed, "markdown" goes into
-    # report/table.md, everything into report/results.json.
-    try:
-        from petite.multimodal.prognosis import demo_step
-    except ImportError as err:
-        echo(f"(prognosis step skipped: {err})")
-        return None
-    kwargs = {"quick": quick} if "quick" in inspect.signature(demo_step).parameters else {}
-    result = demo_step(out, datalist, dict(models), echo, **kwargs)
-    return dict(result) if result else None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if not math.isfinite(value) else value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (np.floating, np.integer)):
-        return _jsonable(value.item())
-    return value
-
-
 # ----------------------------------------------------------------------------- figure
 
 
@@ -510,11 +428,8 @@ def save_segmentation_figure(path: Path, data: Mapping[str, Any], split: str, lo
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    from petite.multimodal.evaluate import predict_case
-    from petite.multimodal.pipeline import load_cases
-
     entries = data[split]
-    cases = load_cases(data, split, entries, "zscore", cache)
+    cases = pipeline.load_cases(data, split, entries, "zscore", cache)
     case = max(cases, key=lambda c: int((c["label"] == 1).sum()))
     label = case["label"][0].numpy()
     z = int(np.argmax((label == 1).sum(axis=(0, 1))))

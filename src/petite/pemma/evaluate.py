@@ -27,8 +27,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from petite.device import resolve_device
 from petite.errors import UserError
-from petite.multimodal.segmentation import NUM_CLASSES, check_mode, predict, resolve_window, stack_inputs
+from petite.pemma.segmentation import (
+    NUM_CLASSES,
+    check_mode,
+    predict,
+    resolve_window,
+    stack_inputs,
+)
 
 #: Foreground classes scored: 1 primary tumour (GTVp), 2 nodes (GTVn).
 CLASSES: tuple[int, ...] = (1, 2)
@@ -143,8 +150,6 @@ def evaluate_segmenter(
         ``{"mode", "roi", "cases": [{"patient", "centre", "dice_1", "dice_2", "dice_mean",
         "hd95_1", "hd95_2", "hd95_mean", "hd95_unit"}, ...], "mean": {...}}``.
     """
-    from petite.device import resolve_device
-
     check_mode(mode)
     window = resolve_window(model, roi)
     dev = resolve_device(device)

@@ -8,14 +8,14 @@
   (CT+PET 0.6, CT 0.2, PET 0.2).
 - :func:`continue_adapt`: continual adaptation of a PEMMA run to a new centre
   with one modality; only that modality's parts train
-  (:data:`petite.multimodal.upgrade.MODALITY_PARTS`), everything else, the CT
+  (:data:`petite.pemma.upgrade.MODALITY_PARTS`), everything else, the CT
   base included, stays bit for bit.
 - :func:`late`: a late-fusion run from a CT-only and a PET-only run (no training).
 - :func:`evaluate`: Dice and HD95 per class and case of a run on a split, in one input mode.
 
-Training is :func:`petite.multimodal.train.train_segmenter` (DiceCE, AdamW,
+Training is :func:`petite.pemma.train.train_segmenter` (DiceCE, AdamW,
 foreground-biased crops); the model is held in memory and the run folder
-written at the end through :func:`petite.multimodal.runs.staged_folder`, so a
+written at the end through :func:`petite.atomic.staged_folder`, so a
 failure (or Ctrl-C) leaves no half-written run.  Inputs (datalist, centre,
 split, run kinds, output folder) are checked before any training starts.
 """
@@ -33,11 +33,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from petite.atomic import write_json, write_text
+from petite.atomic import check_output_folder, staged_folder, write_json, write_text
 from petite.errors import UserError
-from petite.multimodal import runs
-from petite.multimodal.datalist import LABELS, PET_NORMS, items, load_case, read_mm_datalist, split_name, split_names
-from petite.multimodal.segmentation import check_mode
+from petite.headneck.datalist import (
+    LABELS,
+    PET_NORMS,
+    items,
+    load_case,
+    read_mm_datalist,
+    split_name,
+    split_names,
+)
+from petite.pemma import runs
+from petite.pemma.baselines import LateFusion, build_baseline
+from petite.pemma.evaluate import evaluate_segmenter
+from petite.pemma.segmentation import check_mode
+from petite.pemma.train import resolve_mode_probs, train_segmenter
+from petite.pemma.upgrade import MODALITY_PARTS, PEMMA, set_trainable, summary
 
 CaseCache = MutableMapping[tuple[str, str, str], list[dict[str, Any]]]
 
@@ -78,7 +90,7 @@ def centre_split(datalist: Mapping[str, Any], centre: str, kind: str, need: bool
 
 def load_cases(datalist: Mapping[str, Any], split: str, entries: Sequence[Mapping[str, Any]], pet_norm: str,
                cache: CaseCache | None = None) -> list[dict[str, Any]]:
-    """Loaded cases (:func:`~petite.multimodal.datalist.load_case`), memoised in ``cache`` by (datalist, split, norm)."""
+    """Loaded cases (:func:`~petite.headneck.datalist.load_case`), memoised in ``cache`` by (datalist, split, norm)."""
     key = (str(datalist.get("_path")), split, pet_norm)
     if cache is not None and key in cache:
         return cache[key]
@@ -115,8 +127,6 @@ def parse_mode_probs(text: str | Mapping[str, float] | None) -> dict[str, float]
 
 
 def _summary_final(model: nn.Module, result: Mapping[str, Any], kind: str, extra: Mapping[str, Any]) -> dict[str, Any]:
-    from petite.multimodal.upgrade import PEMMA, summary
-
     if isinstance(model, PEMMA):
         counts = summary(model)
         trainable, base, percent = counts["trainable"], counts["base"], counts["percent"]
@@ -151,8 +161,6 @@ def _metrics_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _validate(model: nn.Module, datalist: Mapping[str, Any], centre: str, mode: str, crop: Sequence[int],
               pet_norm: str, device: str | None, cache: CaseCache | None, val: bool) -> dict[str, Any] | None:
-    from petite.multimodal.evaluate import evaluate_segmenter
-
     name, entries = centre_split(datalist, centre, "val", need=False)
     if not val or not entries:
         return None
@@ -186,15 +194,12 @@ def pretrain(
     Writes the run folder ``out`` (kind ``ct``, ``pet`` or ``early`` for ``inputs``
     ``ct``, ``pet``, ``ctpet``) and returns its ``final.json``.
     """
-    from petite.multimodal.baselines import build_baseline
-    from petite.multimodal.train import train_segmenter
-
     check_mode(inputs)
     kind = runs.INPUTS_KIND[inputs]
     if pet_norm not in PET_NORMS:
         raise UserError(f"unknown PET normalisation {pet_norm!r}; choose one of {', '.join(PET_NORMS)}")
     size = parse_crop(crop)
-    runs.check_out(out, overwrite)
+    check_output_folder(out, overwrite)
     data, path = open_datalist(datalist)
     split, entries = centre_split(data, centre, "train")
     torch.manual_seed(seed)
@@ -209,7 +214,7 @@ def pretrain(
     final = _summary_final(model, result, kind, {"n_train": len(cases), "cpu_time_s": _cpu(cpu_start)})
     final["val"] = _validate(model, data, centre, inputs, size, pet_norm, device, cache, val)
     model.to("cpu")
-    with runs.staged_folder(out, overwrite) as folder:
+    with staged_folder(out, overwrite) as folder:
         runs.save_run(folder, model, kind, config, final=final, metrics=_metrics_rows(result), destination=out)
     return final
 
@@ -235,12 +240,9 @@ def adapt(
     cache: CaseCache | None = None,
 ) -> dict[str, Any]:
     """PEMMA-upgrade the CT-only run ``init`` with CT+PET of ``centre`` (modality dropout); write run ``out``."""
-    from petite.multimodal.train import resolve_mode_probs, train_segmenter
-    from petite.multimodal.upgrade import PEMMA
-
     base_config = runs.require_kind(init, ("ct",), "--init (the model to upgrade)")
     probs = parse_mode_probs(mode_probs)
-    runs.check_out(out, overwrite)
+    check_output_folder(out, overwrite)
     data, path = open_datalist(datalist)
     split, entries = centre_split(data, centre, "train")
     ct_model, _ = runs.load_run(init)
@@ -260,7 +262,7 @@ def adapt(
     final = _summary_final(model, result, "pemma", {"n_train": len(cases), "cpu_time_s": _cpu(cpu_start)})
     final["val"] = _validate(model, data, centre, "ctpet", crop, pet_norm, device, cache, val)
     model.to("cpu")
-    with runs.staged_folder(out, overwrite) as folder:
+    with staged_folder(out, overwrite) as folder:
         runs.save_run(folder, model, "pemma", config, final=final, metrics=_metrics_rows(result),
                       base_run=init, destination=out)
     return final
@@ -284,14 +286,11 @@ def continue_adapt(
     cache: CaseCache | None = None,
 ) -> dict[str, Any]:
     """Continual adaptation of PEMMA run ``previous`` to ``centre`` with ``modality`` only (its parts alone train)."""
-    from petite.multimodal.train import train_segmenter
-    from petite.multimodal.upgrade import MODALITY_PARTS, set_trainable
-
     if modality not in MODALITY_PARTS:
         raise UserError(f"--modality must be one of {', '.join(MODALITY_PARTS)} (the one modality the new "
                         f"centre has), got {modality!r}")
     prev_config = runs.require_kind(previous, ("pemma",), "--continue-from")
-    runs.check_out(out, overwrite)
+    check_output_folder(out, overwrite)
     data, path = open_datalist(datalist)
     split, entries = centre_split(data, centre, "train")
     model, info = runs.load_run(previous)
@@ -312,7 +311,7 @@ def continue_adapt(
                                                     "cpu_time_s": _cpu(cpu_start)})
     final["val"] = _validate(model, data, centre, modality, crop, pet_norm, device, cache, val)
     model.to("cpu")
-    with runs.staged_folder(out, overwrite) as folder:
+    with staged_folder(out, overwrite) as folder:
         runs.save_run(folder, model, "pemma", config, final=final, metrics=_metrics_rows(result),
                       base_run=info["base_path"], destination=out)
     return final
@@ -321,20 +320,18 @@ def continue_adapt(
 def late(ct_run: str | Path, pet_run: str | Path, out: str | Path, *, weight: float = 0.5,
          overwrite: bool = False) -> dict[str, Any]:
     """A late-fusion run (``weight`` x CT logits + (1 - weight) x PET logits) from two trained runs."""
-    from petite.multimodal.baselines import LateFusion
-
     ct_config = runs.require_kind(ct_run, ("ct",), "the CT model of late fusion")
     pet_config = runs.require_kind(pet_run, ("pet",), "the PET model of late fusion")
     if ct_config["crop"] != pet_config["crop"]:
         raise UserError(f"late fusion needs members with the same crop, got {ct_config['crop']} and {pet_config['crop']}",
                         pet_run)
-    runs.check_out(out, overwrite)
+    check_output_folder(out, overwrite)
     model = LateFusion(runs.load_run(ct_run)[0], runs.load_run(pet_run)[0], weight=weight)
     config = {"crop": list(ct_config["crop"]), "pet_norm": pet_config.get("pet_norm", "zscore"),
               "arch": ct_config.get("arch"), "preset": ct_config.get("preset")}
     final = {"kind": "late", "trainable": 0, "base_parameters": sum(p.numel() for p in model.parameters()),
              "percent": 100.0, "note": "both members fully trained; % trainable counts their training"}
-    with runs.staged_folder(out, overwrite) as folder:
+    with staged_folder(out, overwrite) as folder:
         runs.save_run(folder, model, "late", config, final=final, members={"ct": ct_run, "pet": pet_run},
                       destination=out)
     return final
@@ -352,17 +349,6 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _clean(value: Any) -> Any:
-    """NaN -> None for JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 def evaluate(
     run: str | Path | tuple[nn.Module, Mapping[str, Any]],
     datalist: str | Path | Mapping[str, Any],
@@ -378,16 +364,13 @@ def evaluate(
     progress: bool = False,
     cache: CaseCache | None = None,
 ) -> dict[str, Any]:
-    """Score a run (or a ``(model, info)`` pair from :func:`~petite.multimodal.runs.load_run`) on ``split``.
+    """Score a run (or a ``(model, info)`` pair from :func:`~petite.pemma.runs.load_run`) on ``split``.
 
     ``mode`` defaults to the run's own (ct / pet / ctpet); ``pet_run`` makes late
     fusion of ``run`` (a CT-only run) with it.  With ``out``, writes
     ``out/<split>_<mode>.csv`` (one row per case) and ``out/<split>_<mode>.json``
     (cases, means and what was evaluated).  Returns that JSON's content.
     """
-    from petite.multimodal.baselines import LateFusion
-    from petite.multimodal.evaluate import evaluate_segmenter
-
     if isinstance(run, tuple):
         model, info = run
     elif pet_run is not None:
@@ -431,7 +414,7 @@ def evaluate(
         for row in result["cases"]:
             writer.writerow([_cell(row.get(c)) for c in CASE_COLUMNS])
         write_text(out / f"{stem}.csv", buffer.getvalue())
-        write_json(out / f"{stem}.json", _clean(report))
+        write_json(out / f"{stem}.json", report)
     return report
 
 

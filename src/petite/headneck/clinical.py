@@ -103,8 +103,7 @@ _TRUE = frozenset({"1", "yes", "y", "true", "t", "+", "pos", "positive"})
 _FALSE = frozenset({"0", "no", "n", "false", "f", "-", "neg", "negative"})
 _MALE = frozenset({"m", "male", "man", "1"})
 _FEMALE = frozenset({"f", "female", "woman", "0"})
-# Accepted spellings of each header (lower case, spaces collapsed) -> record key.
-_HEADER_ALIASES: dict[str, str] = {
+HEADER_ALIASES: dict[str, str] = {
     "patientid": "id", "patient id": "id", "patient": "id",
     "centerid": "centre", "center id": "centre", "centreid": "centre", "centre id": "centre",
     "gender": "sex", "sex": "sex", "age": "age", "weight": "weight",
@@ -112,6 +111,7 @@ _HEADER_ALIASES: dict[str, str] = {
     "hpv status (0=-, 1=+)": "hpv", "hpv status": "hpv", "hpv": "hpv",
     "surgery": "surgery", "chemotherapy": "chemotherapy", "relapse": "event", "rfs": "time",
 }
+"""Accepted spellings of each CSV header (lower case, spaces collapsed) -> record key (``"id"`` for the patient)."""
 
 
 # ----------------------------------------------------------------------------- synthetic patients
@@ -318,7 +318,7 @@ def read_clinical_csv(path: str | Path, *, require_outcome: bool = True) -> dict
     header = [cell.strip() for cell in rows[0]]
     where: dict[str, int] = {}
     for index, name in enumerate(header):
-        key = _HEADER_ALIASES.get(" ".join(name.lower().split()))
+        key = HEADER_ALIASES.get(" ".join(name.lower().split()))
         if key is None:
             continue
         if key in where:

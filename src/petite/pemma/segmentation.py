@@ -11,13 +11,13 @@ Two kinds of model take images:
 - *plain* segmenters (CT-only, PET-only, early fusion) take one tensor whose
   channels are the modalities of their input mode: ``"ct"`` (1 channel),
   ``"pet"`` (1) or ``"ctpet"`` (2, CT first);
-- *modality-aware* models (:class:`~petite.multimodal.upgrade.PEMMA`,
-  :class:`~petite.multimodal.baselines.LateFusion`) set
+- *modality-aware* models (:class:`~petite.pemma.upgrade.PEMMA`,
+  :class:`~petite.pemma.baselines.LateFusion`) set
   ``accepts_modalities = True`` and are called as ``model(ct=..., pet=...)``
   with either modality possibly missing.
 
 :func:`stack_inputs` and :func:`predict` translate between the two, so training
-(:mod:`petite.multimodal.train`), evaluation (:mod:`petite.multimodal.evaluate`)
+(:mod:`petite.pemma.train`), evaluation (:mod:`petite.pemma.evaluate`)
 and MONAI's single-tensor sliding-window inference treat every model alike.
 """
 
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from petite.errors import UserError
-from petite.models.registry import build_model
+from petite.models import build_model
 
 #: Input modes: both modalities, CT alone, PET alone.
 MODES: tuple[str, ...] = ("ctpet", "ct", "pet")

@@ -17,7 +17,7 @@ NIfTI, 3D, finite; CT looks like Hounsfield units (minimum below -500); PET
 mostly non-negative (at most 5 % of voxels below -0.5) with some uptake;
 label values in {0, 1, 2} and on the CT grid (HECKTOR labels are); PET either
 on the CT grid or overlapping it in space (real PET has coarser voxels;
-:func:`petite.multimodal.datalist.load_case` resamples it onto the CT grid).
+:func:`petite.headneck.datalist.load_case` resamples it onto the CT grid).
 The first problem raises :class:`~petite.errors.UserError` naming the file (or
 the patient, for a missing modality), and the datalist is written atomically,
 last, so an error leaves no output.
@@ -27,7 +27,7 @@ row is an error, rows without images are ignored.  When the CSV has the
 clinical variable columns of HECKTOR 2022 (``Gender``, ``Age``, ``Tobacco``,
 ``Alcohol``, ``Performance status``, ``HPV status (0=-, 1=+)``, ``Surgery``,
 ``Chemotherapy``; ``Relapse``/``RFS`` optional, as in a test set) it is read
-and validated by :func:`petite.multimodal.clinical.read_clinical_csv` and each
+and validated by :func:`petite.headneck.clinical.read_clinical_csv` and each
 item's ``"clinical"`` is the parsed record (``age``, ``sex``, ..., ``time``,
 ``event``, ``centre``, ``weight``; ``null`` when missing) - the same structure
 the synthetic generator writes, which the prognosis commands read.  A CSV
@@ -46,18 +46,17 @@ from typing import Any
 
 import numpy as np
 
+from petite.data.nifti import load_volume, voxel_spacing
+from petite.data.resample import same_grid, world_overlap
 from petite.errors import UserError
-from petite.multimodal.clinical import _HEADER_ALIASES, VARIABLES, read_clinical_csv
-from petite.multimodal.datalist import (
+from petite.headneck.clinical import HEADER_ALIASES, VARIABLES, read_clinical_csv
+from petite.headneck.datalist import (
     DEFAULT_FRACTIONS,
     FORMAT,
     LABELS,
     assign_centre_splits,
     parse_fractions,
-    read_nifti,
-    same_grid,
     split_name,
-    world_overlap,
     write_mm_datalist,
 )
 
@@ -72,6 +71,8 @@ _EXPECTED = {"ct": "{id}__CT.nii.gz or {id}_ct.nii.gz", "pet": "{id}__PT.nii.gz 
              "label": "labelsTr/{id}.nii.gz or {id}_label.nii.gz"}
 CT_MAX_MIN_HU = -500.0
 PET_MAX_NEGATIVE_FRACTION = 0.05
+#: The datalist's ``"source"``: the module's name before the package split, kept so the datalists keep their format.
+SOURCE = "petite.headneck.hecktor"
 
 
 def _is_nifti(path: Path) -> bool:
@@ -150,7 +151,7 @@ def read_clinical(path: str | Path) -> dict[str, dict[str, str]]:
 
 def has_clinical_variables(columns: Sequence[str]) -> bool:
     """Whether CSV ``columns`` name every clinical variable (HECKTOR 2022 headers or the accepted spellings)."""
-    keys = {_HEADER_ALIASES.get(" ".join(c.lower().split())) for c in columns}
+    keys = {HEADER_ALIASES.get(" ".join(c.lower().split())) for c in columns}
     return {"id", *VARIABLES} <= keys
 
 
@@ -158,7 +159,7 @@ def clinical_records(path: str | Path, rows: dict[str, dict[str, str]]) -> dict[
     """What each item stores under ``"clinical"``: parsed records when the CSV has the variable columns.
 
     ``rows`` are :func:`read_clinical`'s raw rows of the same file.  Parsed with
-    :func:`petite.multimodal.clinical.read_clinical_csv` (outcome columns
+    :func:`petite.headneck.clinical.read_clinical_csv` (outcome columns
     optional; bad cells raise :class:`UserError` naming row and column);
     otherwise the raw rows are returned unchanged.
     """
@@ -177,11 +178,11 @@ def clinical_records(path: str | Path, rows: dict[str, dict[str, str]]) -> dict[
 
 def check_case(patient: str, files: dict[str, Path]) -> dict[str, Any]:
     """Load and check one patient's CT, PET and label; return facts for the datalist item."""
-    ct, ct_affine = read_nifti(files["ct"], "CT")
+    ct, ct_affine = load_volume(files["ct"], what="CT", canonical=True, allow_zero=True)
     if float(ct.min()) >= CT_MAX_MIN_HU:
         raise UserError(f"CT does not look like Hounsfield units: minimum {float(ct.min()):.1f} (air should be "
                         f"about -1000, expected a minimum below {CT_MAX_MIN_HU:.0f})", files["ct"])
-    pet, pet_affine = read_nifti(files["pet"], "PET")
+    pet, pet_affine = load_volume(files["pet"], what="PET", canonical=True, allow_zero=True)
     negative = float(np.mean(pet < -0.5))
     if negative > PET_MAX_NEGATIVE_FRACTION:
         raise UserError(f"PET has {100 * negative:.1f} % negative voxels (more than "
@@ -194,7 +195,7 @@ def check_case(patient: str, files: dict[str, Path]) -> dict[str, Any]:
             world_overlap(ct.shape, ct_affine, pet.shape, pet_affine) <= 0:
         raise UserError(f"PET (shape {pet.shape}) does not overlap the CT {files['ct'].name} (shape {ct.shape}) "
                         f"in space; check the affines", files["pet"])
-    label, label_affine = read_nifti(files["label"], "label")
+    label, label_affine = load_volume(files["label"], what="label", canonical=True, allow_zero=True)
     if label.shape != ct.shape:
         raise UserError(f"label shape {label.shape} does not match the CT {files['ct'].name} shape {ct.shape} "
                         f"(labels must be on the CT grid)", files["label"])
@@ -206,8 +207,7 @@ def check_case(patient: str, files: dict[str, Path]) -> dict[str, Any]:
     if bad:
         shown = ", ".join(f"{v:g}" for v in bad[:5])
         raise UserError(f"label values must be 0, 1, 2 (background, GTVp, GTVn), found {shown}", files["label"])
-    ct_spacing = np.sqrt((ct_affine[:3, :3] ** 2).sum(axis=0))
-    pet_spacing = np.sqrt((pet_affine[:3, :3] ** 2).sum(axis=0))
+    ct_spacing, pet_spacing = voxel_spacing(ct_affine), voxel_spacing(pet_affine)
     voxel_ml = float(np.prod(ct_spacing)) / 1000.0
     return {
         "ct_shape": list(ct.shape), "ct_spacing": [round(float(s), 4) for s in ct_spacing],
@@ -259,7 +259,7 @@ def import_hecktor(folder: str | Path, out_datalist: str | Path, clinical_csv: s
     by_centre = dict(sorted(by_centre.items()))
     assignment = assign_centre_splits(by_centre, fractions, seed=int(seed))
     datalist: dict[str, Any] = {
-        "format": FORMAT, "root": ".", "source": "petite.multimodal.hecktor", "seed": int(seed),
+        "format": FORMAT, "root": ".", "source": SOURCE, "seed": int(seed),
         "split_fractions": list(fractions), "imported_from": str(folder.resolve()),
         "centres": {c: {"id": c, "name": c, "n_patients": len(p)} for c, p in by_centre.items()},
     }

@@ -1,7 +1,8 @@
-"""Synthetic head-and-neck CT/PET patients with primary tumours and lymph nodes, from several centres.
+"""One synthetic head-and-neck CT/PET patient: anatomy, tumours, clinical record and survival, volumes.
 
 HECKTOR 2022 (7 centres, CT + FDG PET, labels GTVp/GTVn) cannot be downloaded
-here, so PEMMA experiments run on this generator.  Per patient:
+here, so PEMMA experiments run on this generator.  Per patient
+(:func:`simulate_patient`):
 
 * **Anatomy** (millimetres, RAS: x left->right, y posterior->anterior, z
   inferior->superior, origin at the field-of-view centre): a body contour that
@@ -18,14 +19,8 @@ here, so PEMMA experiments run on this generator.  Per patient:
   jittered lobes, equivalent radius 8-15 mm (GTVp) or 4-12 mm (GTVn), mean SUV
   4.5-15 (GTVp) or 3-12 (GTVn), sometimes with a necrotic core.  On CT they are
   soft tissue plus 8-20 HU, or (about 30 %) plus 0-3 HU: invisible without PET.
-* **Centre** (:class:`Centre`): CT blur, calibration (scale, offset) and noise;
-  PET resolution (Gaussian FWHM), Poisson-like noise (standard deviation
-  ``pet_noise * sqrt(SUV)``, slightly correlated like a reconstruction) and SUV
-  calibration factor; field of view and grid.  The table :data:`CENTRES` has
-  six centres, ``A``..``F``, named after HECKTOR centres they loosely resemble.
-
-Sizes: ``tiny`` 32^3 (tests), ``small`` 64x64x48 (default; ~3 mm voxels),
-``full`` 128x128x96 (~1.6 mm); the field of view stays the centre's.
+* **Centre** (:class:`~petite.headneck.centres.Centre`): the appearance and
+  grid of the patient's images (blur, calibration, noise).
 
 Determinism: patient ``k`` of centre ``c`` draws from two streams derived from
 ``(seed, c, k)`` only, so it is the same whatever the number of patients,
@@ -35,8 +30,8 @@ every size; the second stream makes textures and noise.
 
 **Clinical variables and survival** (for prognosis): each patient also gets
 the eight clinical variables and a relapse-free survival ``(time, event)``
-from :func:`petite.multimodal.clinical.draw_patient`, i.e. the documented
-Weibull hazard model :data:`petite.multimodal.clinical.HAZARD`.  Its imaging
+from :func:`petite.headneck.clinical.draw_patient`, i.e. the documented
+Weibull hazard model :data:`petite.headneck.clinical.HAZARD`.  Its imaging
 inputs are the *drawn* lesion parameters, not measurements on the voxels: the
 total tumour volume is the nominal volume ``sum 4/3 pi r^3`` over the drawn
 equivalent radii of the primary and the nodes, and the SUV is the primary's
@@ -45,141 +40,24 @@ from a third stream derived from ``(seed, c, k)``, so adding them changed no
 image, and a patient's clinical record and survival are the same at every
 size.  ``facts["hazard"]`` keeps the nominal volume, the drawn SUV and the
 true linear predictor ``eta`` (the oracle risk, with the complete variables).
-
-Output of :func:`simulate_hn`: ``OUT/<centre>/<patient>_{ct,pet,label}.nii.gz``
-(CT in HU, PET in SUV, float32; label uint8), ``OUT/montage.png``,
-``OUT/clinical.csv`` (HECKTOR 2022 columns, :func:`~petite.multimodal.clinical.write_clinical_csv`;
-``CenterID`` is the centre id, ``Weight`` empty, blanks where a value is
-missing) and the datalist ``OUT/datalist.json`` (format in
-:mod:`petite.multimodal.datalist`), written last.  Each item carries ``facts``:
-lesion volumes (mL), measured mean and max SUV, CT visibility, sites, the
-hazard inputs; and ``clinical``: the patient's row of ``clinical.csv`` as
-:func:`~petite.multimodal.clinical.read_clinical_csv` parses it (keys ``age``,
-``sex``, ``tobacco``, ``alcohol``, ``performance``, ``hpv``, ``surgery``,
-``chemotherapy``, ``time``, ``event``, ``centre``, ``weight``; ``null`` when
-missing), the same structure a HECKTOR import with a clinical CSV gives.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, zoom
 
-from petite.atomic import atomic_path
-from petite.data.nifti import make_affine, save_volume
-from petite.errors import UserError
-from petite.parallel import run_jobs
-from petite.multimodal import clinical as clinical_model
-from petite.multimodal.datalist import (
-    DEFAULT_FRACTIONS,
-    FORMAT,
-    assign_centre_splits,
-    parse_fractions,
-    split_name,
-    write_mm_datalist,
-)
+from petite.headneck import clinical as clinical_model
+from petite.headneck.centres import Centre, get_centre
 
-log = logging.getLogger(__name__)
-
-SIZES: dict[str, tuple[int, int, int]] = {"tiny": (32, 32, 32), "small": (64, 64, 48), "full": (128, 128, 96)}
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-
-
-@dataclass(frozen=True)
-class Centre:
-    """One acquisition centre: CT and PET appearance and the voxel grid."""
-
-    id: str
-    name: str
-    ct_noise_hu: float  # standard deviation of CT noise (HU)
-    ct_offset_hu: float  # calibration: HU_observed = ct_scale * HU + ct_offset_hu
-    ct_scale: float
-    ct_fwhm_mm: float  # CT in-plane/axial blur
-    pet_fwhm_mm: float  # PET scanner + reconstruction resolution
-    pet_noise: float  # PET noise: std = pet_noise * sqrt(SUV)
-    pet_scale: float  # SUV calibration factor
-    spacing: tuple[float, float, float]  # mm
-    shape: tuple[int, int, int]  # voxels
-
-    @property
-    def fov_mm(self) -> tuple[float, float, float]:
-        return tuple(float(s * n) for s, n in zip(self.spacing, self.shape))  # type: ignore[return-value]
-
-    def resized(self, size: str | Sequence[int]) -> Centre:
-        """The same centre on another grid (``tiny``/``small``/``full`` or three ints), same field of view."""
-        shape = resolve_size(size)
-        spacing = tuple(round(f / n, 4) for f, n in zip(self.fov_mm, shape))
-        return dataclasses.replace(self, shape=shape, spacing=spacing)
-
-    def affine(self) -> np.ndarray:
-        return make_affine(self.spacing, self.shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["spacing"], data["shape"] = list(self.spacing), list(self.shape)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Centre:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in fields}
-        values["spacing"], values["shape"] = tuple(values["spacing"]), tuple(values["shape"])
-        return cls(**values)
-
-
-def _centre(id: str, name: str, fov: tuple[float, float, float], **params: float) -> Centre:
-    shape = SIZES["small"]
-    return Centre(id=id, name=name, spacing=tuple(round(f / n, 4) for f, n in zip(fov, shape)),  # type: ignore[arg-type]
-                  shape=shape, **params)
-
-
-CENTRES: dict[str, Centre] = {c.id: c for c in (
-    _centre("A", "CHUM-like (Montreal)", (200, 200, 160), ct_noise_hu=12, ct_offset_hu=0, ct_scale=1.00,
-            ct_fwhm_mm=1.5, pet_fwhm_mm=5.5, pet_noise=0.15, pet_scale=1.00),
-    _centre("B", "CHUS-like (Sherbrooke)", (210, 210, 168), ct_noise_hu=20, ct_offset_hu=15, ct_scale=1.02,
-            ct_fwhm_mm=2.5, pet_fwhm_mm=7.5, pet_noise=0.30, pet_scale=1.20),
-    _centre("C", "HGJ-like (Montreal JGH)", (192, 192, 150), ct_noise_hu=28, ct_offset_hu=-12, ct_scale=0.97,
-            ct_fwhm_mm=2.0, pet_fwhm_mm=9.0, pet_noise=0.45, pet_scale=0.85),
-    _centre("D", "HMR-like (Maisonneuve-Rosemont)", (204, 204, 156), ct_noise_hu=16, ct_offset_hu=5, ct_scale=1.00,
-            ct_fwhm_mm=1.8, pet_fwhm_mm=6.5, pet_noise=0.25, pet_scale=0.95),
-    _centre("E", "CHUP-like (Poitiers)", (216, 216, 162), ct_noise_hu=10, ct_offset_hu=-5, ct_scale=1.01,
-            ct_fwhm_mm=1.2, pet_fwhm_mm=4.5, pet_noise=0.12, pet_scale=1.10),
-    _centre("F", "MDA-like (MD Anderson)", (198, 198, 170), ct_noise_hu=8, ct_offset_hu=3, ct_scale=0.99,
-            ct_fwhm_mm=1.0, pet_fwhm_mm=4.0, pet_noise=0.10, pet_scale=1.05),
-)}
-
-
-def resolve_size(size: str | Sequence[int]) -> tuple[int, int, int]:
-    """``"tiny"``/``"small"``/``"full"`` or three positive ints -> grid shape."""
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise UserError(f"unknown size {size!r}; choose one of {', '.join(SIZES)} or three integers")
-        return SIZES[size]
-    try:
-        shape = tuple(int(n) for n in size)
-    except (TypeError, ValueError):
-        raise UserError(f"size must be a preset name or three integers, got {size!r}") from None
-    if len(shape) != 3 or min(shape) < 16:
-        raise UserError(f"size must be three integers of at least 16, got {size!r}")
-    return shape  # type: ignore[return-value]
-
-
-def get_centre(centre: str | Centre, size: str | Sequence[int] | None = None) -> Centre:
-    """A centre from the table (by id) or as given, optionally resized."""
-    if not isinstance(centre, Centre):
-        if centre not in CENTRES:
-            raise UserError(f"unknown centre {centre!r}; built-in centres: {', '.join(CENTRES)}")
-        centre = CENTRES[centre]
-    return centre if size is None else centre.resized(size)
 
 
 def patient_id(centre_id: str, index: int) -> str:
@@ -312,7 +190,7 @@ def draw_clinical_record(rng: np.random.Generator, lesions: Sequence[Lesion],
                          model: clinical_model.HazardModel = clinical_model.HAZARD) -> tuple[dict[str, Any], dict[str, Any]]:
     """Clinical variables and survival of a patient with ``lesions`` (the first is the primary).
 
-    The same draws as :func:`petite.multimodal.clinical.draw_patient` (complete
+    The same draws as :func:`petite.headneck.clinical.draw_patient` (complete
     variables, survival, then missing values), with the drawn tumour burden as
     the imaging inputs.  Returns ``(record, hazard)``: the observed record
     (``time``, ``event``, variables possibly ``None``) and ``{"volume_ml",
@@ -532,137 +410,7 @@ def _facts(lesions: list[Lesion], masks: list[np.ndarray], pet: np.ndarray, labe
     }
 
 
-# ----------------------------------------------------------------------------- dataset
 
 
-def save_label(path: str | Path, label: np.ndarray, affine: np.ndarray) -> None:
-    """Atomically write a uint8 label volume."""
-    import nibabel as nib
-
-    img = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), affine)
-    img.set_data_dtype(np.uint8)
-    img.header.set_xyzt_units("mm", "sec")
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
-
-
-def _run_job(centre: Centre, index: int, seed: int, out: str) -> dict[str, Any]:
-    patient = simulate_patient(centre, index, seed)
-    folder = Path(out) / centre.id
-    affine = centre.affine()
-    files = {key: folder / f"{patient.patient}_{key}.nii.gz" for key in ("ct", "pet", "label")}
-    save_volume(files["ct"], patient.ct, affine)
-    save_volume(files["pet"], patient.pet, affine)
-    save_label(files["label"], patient.label, affine)
-    return {"patient": patient.patient, "centre": centre.id, **{k: str(v) for k, v in files.items()},
-            "facts": patient.facts, "clinical": patient.clinical, "seconds": patient.seconds}
-
-
-def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C"), n_patients: int = 10,
-                seed: int = 0, size: str | Sequence[int] = "small",
-                splits: Sequence[float] = DEFAULT_FRACTIONS, workers: int = 1, progress: bool = False) -> Path:
-    """Generate ``n_patients`` per centre into ``out``; return the path of ``out/datalist.json``.
-
-    ``splits`` are the (train, val, test) fractions of each centre's patients
-    (seeded by ``seed`` and the centre).  ``workers > 1`` runs patients in
-    that many processes; the output does not depend on it.
-    """
-    if int(n_patients) < 1:
-        raise UserError(f"n_patients must be at least 1, got {n_patients}")
-    if int(seed) < 0:
-        raise UserError(f"seed must be non-negative, got {seed}")
-    if int(workers) < 1:
-        raise UserError(f"workers must be at least 1, got {workers}")
-    fractions = parse_fractions(splits)
-    if isinstance(centres, str):  # "A,B,C" or "A"
-        centres = [c.strip() for c in centres.split(",") if c.strip()]
-    resolved = [get_centre(c, size) for c in centres]
-    ids = [c.id for c in resolved]
-    if not ids or len(set(ids)) != len(ids):
-        raise UserError(f"centres must be a non-empty list of distinct centres, got {', '.join(ids) or 'none'}")
-    out = Path(out)
-    jobs = [(centre, k, int(seed), str(out)) for centre in resolved for k in range(int(n_patients))]
-    results = run_jobs(_run_job, jobs, lambda job: (job[0].id, job[1]), int(workers), progress=progress,
-                       desc="simulate-hn", unit="patient")
-    seconds = [r.pop("seconds") for r in results.values()]
-    log.info("generated %d patients, %.2f s each on average", len(seconds), float(np.mean(seconds)))
-
-    by_patient = {r["patient"]: r for r in results.values()}
-    patients = {c.id: [patient_id(c.id, k) for k in range(int(n_patients))] for c in resolved}
-    # The clinical CSV, then each item's record exactly as a reader of that CSV sees it.
-    clinical_csv = out / "clinical.csv"
-    clinical_model.write_clinical_csv(
-        clinical_csv, {p: by_patient[p].pop("clinical") for c in resolved for p in patients[c.id]})
-    records = clinical_model.read_clinical_csv(clinical_csv)
-    for patient, entry in by_patient.items():
-        entry["clinical"] = records[patient]
-    assignment = assign_centre_splits(patients, fractions, seed=int(seed))
-    datalist: dict[str, Any] = {
-        "format": FORMAT, "root": ".", "source": "petite.multimodal.synthetic", "seed": int(seed),
-        "size": size if isinstance(size, str) else list(resolve_size(size)), "split_fractions": list(fractions),
-        "centres": {c.id: c.to_dict() for c in resolved},
-        "clinical_csv": clinical_csv.name, "hazard_model": clinical_model.HAZARD.to_dict(),
-    }
-    for c in resolved:
-        for kind in ("train", "val", "test"):
-            name = split_name(c.id, kind)
-            datalist[name] = [by_patient[p] for p in assignment[name]]
-    save_hn_montage(out / "montage.png", [(c, by_patient[patients[c.id][0]]) for c in resolved])
-    path = out / "datalist.json"
-    write_mm_datalist(path, datalist)
-    return path
-
-
-# ----------------------------------------------------------------------------- montage
-
-
-def save_hn_montage(path: str | Path, rows: Sequence[tuple[Centre, dict[str, Any]]]) -> None:
-    """PNG: one row per centre (its first patient), axial slice through the GTVp centre.
-
-    Columns: CT (soft-tissue window W400/L40), PET (SUV 0-10), CT with PET
-    and label contours (red GTVp, cyan GTVn), coronal PET through the GTVp.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import nibabel as nib
-
-    columns = ("CT W400/L40", "PET SUV 0-10", "CT + PET + labels", "coronal PET + labels")
-    n = max(len(rows), 1)
-    figure, axes = plt.subplots(n, len(columns), figsize=(3.0 * len(columns), 3.0 * n), squeeze=False,
-                                facecolor="black")
-    for r, (centre, item) in enumerate(rows):
-        ct = np.asarray(nib.load(item["ct"]).dataobj, dtype=np.float32)
-        pet = np.asarray(nib.load(item["pet"]).dataobj, dtype=np.float32)
-        label = np.asarray(nib.load(item["label"]).dataobj, dtype=np.uint8)
-        cx, cy, cz = item["facts"]["gtvp_centre_voxel"]
-        sx, sy, sz = centre.spacing
-        axial = [0, ct.shape[0] * sx, 0, ct.shape[1] * sy]
-        coronal = [0, ct.shape[0] * sx, 0, ct.shape[2] * sz]
-        panels = [
-            (ct[:, :, cz].T, "gray", (-160, 240), None, None, axial),
-            (pet[:, :, cz].T, "hot", (0, 10), None, None, axial),
-            (ct[:, :, cz].T, "gray", (-160, 240), pet[:, :, cz].T, label[:, :, cz].T, axial),
-            (pet[:, cy, :].T, "hot", (0, 10), None, label[:, cy, :].T, coronal),
-        ]
-        for c, (image, cmap, (vmin, vmax), overlay, contours, extent) in enumerate(panels):
-            ax = axes[r, c]
-            ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", extent=extent, interpolation="nearest")
-            if overlay is not None:
-                ax.imshow(np.ma.masked_less(overlay, 1.5), cmap="hot", vmin=0, vmax=10, alpha=0.5, origin="lower",
-                          extent=extent, interpolation="nearest")
-            if contours is not None:
-                for value, colour in ((1, "red"), (2, "cyan")):
-                    if (contours == value).any():
-                        ax.contour(contours == value, levels=[0.5], colors=colour, linewidths=0.8, origin="lower",
-                                   extent=extent)
-            title = f"{centre.id} {centre.name}: {item['patient']}\n{columns[c]}" if c == 0 else columns[c]
-            ax.set_title(title, color="white", fontsize=7)
-            ax.axis("off")
-    for ax in axes.ravel()[len(rows) * len(columns):]:
-        ax.axis("off")
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=80, facecolor="black")
-    plt.close(figure)
+__all__ = ["Lesion", "SyntheticPatient", "clinical_stream", "draw_clinical_record", "nominal_volume_ml",
+           "patient_id", "patient_streams", "simulate_patient"]
