@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from petite.errors import UserError
-from petite.multimodal.clinical import (
+from petite.headneck.clinical import (
     CLINICAL_COLUMNS,
     HAZARD,
     MISSING_RATES,
@@ -22,7 +22,7 @@ from petite.multimodal.clinical import (
     read_clinical_csv,
     write_clinical_csv,
 )
-from petite.multimodal.survival import concordance_index
+from petite.prognosis.metrics import concordance_index
 
 
 def tumour(rng: np.random.Generator) -> tuple[float, float]:
