@@ -70,6 +70,7 @@ import torch
 
 from petite.atomic import atomic_path, write_json, write_text
 from petite.demos.common import load_average, prepare_demo_folder
+from petite.demos.tables import render_table
 from petite.headneck.datalist import read_mm_datalist, split_names, write_mm_datalist
 from petite.headneck.synthetic import simulate_hn
 from petite.parallel import WorkerPool
@@ -163,15 +164,6 @@ def _num(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def _render(columns: tuple[str, ...], cells: list[list[str]]) -> tuple[str, str]:
-    widths = [max(len(str(c)) for c in col) for col in zip(columns, *cells)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in cells]
-    md = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    md += ["| " + " | ".join(str(c) for c in row) + " |" for row in cells]
-    return "\n".join(lines), "\n".join(md)
-
-
 SEGMENTATION_COLUMNS = ("Method", "Input", "% trainable", "Dice GTVp", "Dice GTVn", "Dice mean", "HD95 GTVp (mm)",
                         "HD95 GTVn (mm)")
 CONTINUAL_COLUMNS = ("Test split", "Input", "Dice GTVp before", "Dice GTVp after", "Dice mean before",
@@ -182,7 +174,7 @@ def format_segmentation_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     """(plain text, markdown) of the A_test comparison."""
     cells = [[r["method"], MODE_NAMES[r["mode"]], _num(r["percent"], 2), _num(r["dice_1"], 3), _num(r["dice_2"], 3),
               _num(r["dice_mean"], 3), _num(r["hd95_1"], 1), _num(r["hd95_2"], 1)] for r in rows]
-    return _render(SEGMENTATION_COLUMNS, cells)
+    return render_table(SEGMENTATION_COLUMNS, cells)
 
 
 def format_continual_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
@@ -192,7 +184,7 @@ def format_continual_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
         change = r["after"]["dice_mean"] - r["before"]["dice_mean"]
         cells.append([r["label"], MODE_NAMES[r["mode"]], _num(r["before"]["dice_1"], 3), _num(r["after"]["dice_1"], 3),
                       _num(r["before"]["dice_mean"], 3), _num(r["after"]["dice_mean"], 3), f"{change:+.3f}"])
-    return _render(CONTINUAL_COLUMNS, cells)
+    return render_table(CONTINUAL_COLUMNS, cells)
 
 
 # ----------------------------------------------------------------------------- the demo

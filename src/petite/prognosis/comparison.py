@@ -20,6 +20,7 @@ import numpy as np
 from torch import nn
 
 from petite.atomic import write_json, write_text
+from petite.demos.tables import render_table
 from petite.errors import UserError
 from petite.headneck.datalist import read_mm_datalist, split_names
 from petite.headneck.synthetic import SOURCE as SYNTHETIC_SOURCE
@@ -48,12 +49,7 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     header = ["Setting", "Features", "C-index", "IBS", "Seeds"]
     body = [[r["setting"], r["features"], _fmt(r["c_index_mean"], r["c_index_std"]),
              _fmt(r["ibs_mean"], r["ibs_std"]), str(len(r["c_index"]))] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
-    markdown = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    markdown += ["| " + " | ".join(b) + " |" for b in body]
-    return "\n".join(lines), "\n".join(markdown)
+    return render_table(header, body)
 
 
 def _cohort(out_dir: Path, datalist: Mapping[str, Any], n_patients: int, echo: Callable[[str], None]

@@ -1,6 +1,6 @@
 """Trained prognosis heads: one survival head per seed, with everything needed to apply them to new patients.
 
-**Heads** (:func:`train_prognosis`): one :class:`~petite.prognosis.survival_head.SurvivalHead`
+:func:`train_prognosis` trains one :class:`~petite.prognosis.survival_head.SurvivalHead`
 per seed (seed = initialisation and dropout masks), full-batch AdamW on the Cox
 partial likelihood (Efron ties), 60 epochs by default: with tens of training
 patients, stopping early regularises the clinical MLP better than training
