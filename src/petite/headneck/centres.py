@@ -118,5 +118,4 @@ def get_centre(centre: str | Centre, size: str | Sequence[int] | None = None) ->
     return centre if size is None else centre.resized(size)
 
 
-
 __all__ = ["CENTRES", "SIZES", "Centre", "get_centre", "resolve_size"]

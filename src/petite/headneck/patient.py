@@ -410,7 +410,5 @@ def _facts(lesions: list[Lesion], masks: list[np.ndarray], pet: np.ndarray, labe
     }
 
 
-
-
 __all__ = ["Lesion", "SyntheticPatient", "clinical_stream", "draw_clinical_record", "nominal_volume_ml",
            "patient_id", "patient_streams", "simulate_patient"]
