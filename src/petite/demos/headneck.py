@@ -70,7 +70,6 @@ import torch
 
 from petite.atomic import atomic_path, write_json, write_text
 from petite.demos.common import load_average, prepare_demo_folder
-from petite.demos.tables import render_table
 from petite.headneck.datalist import read_mm_datalist, split_names, write_mm_datalist
 from petite.headneck.synthetic import simulate_hn
 from petite.parallel import WorkerPool
@@ -78,6 +77,7 @@ from petite.pemma import pipeline
 from petite.pemma.evaluate import predict_case
 from petite.pemma.runs import load_run, read_final
 from petite.prognosis.comparison import demo_step
+from petite.tables import render_table
 
 # The demo's own paths inside DIR; --overwrite removes these and nothing else.
 DEMO_PATHS = ("data", "runs", "report")

@@ -20,7 +20,6 @@ import numpy as np
 from torch import nn
 
 from petite.atomic import write_json, write_text
-from petite.demos.tables import render_table
 from petite.errors import UserError
 from petite.headneck.datalist import read_mm_datalist, split_names
 from petite.headneck.synthetic import SOURCE as SYNTHETIC_SOURCE
@@ -30,6 +29,7 @@ from petite.prognosis.evaluation import c_index_or_nan, mean_std
 from petite.prognosis.features import extract_features, feature_names, load_cases
 from petite.prognosis.outcome import outcome_of
 from petite.prognosis.plots import km_figure
+from petite.tables import render_table
 
 #: The demo's three settings: name -> (features of which model, mode, with clinical variables).
 DEMO_SETTINGS: dict[str, tuple[str, str, bool]] = {

@@ -1,4 +1,4 @@
-"""The demos' tables: one rendering for the terminal (aligned columns) and one for the markdown report."""
+"""Result tables as petite prints and reports them: aligned columns for the terminal, markdown for report files."""
 
 from __future__ import annotations
 
