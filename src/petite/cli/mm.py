@@ -1,4 +1,4 @@
-"""`petite mm ...`: multi-modal (CT/PET) head-and-neck segmentation and PEMMA (see :mod:`petite.multimodal`).
+"""`petite mm ...`: multi-modal (CT/PET) head-and-neck segmentation and PEMMA (see :mod:`petite.pemma`).
 
 The group :data:`mm` is importable (``from petite.cli.mm import mm``) so other
 command modules can add their commands to it.
@@ -7,26 +7,28 @@ command modules can add their commands to it.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import click
 
+from petite.atomic import to_jsonable
 from petite.cli.app import cli, parse_size
 from petite.errors import UserError
 
 
-def _echo_json(data: Any) -> None:
-    def clean(value: Any) -> Any:
-        if isinstance(value, float):
-            return None if math.isnan(value) else round(value, 4)
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
+def _rounded(value: Any) -> Any:
+    """Floats of JSON data rounded to 4 decimals, for reading on a terminal."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
-    click.echo(json.dumps(clean(data), indent=2))
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(_rounded(to_jsonable(data)), indent=2))
 
 
 @cli.group("mm")
@@ -59,7 +61,7 @@ _overwrite = click.option("--overwrite", is_flag=True, help="Replace an existing
 @_quiet
 def simulate(out: str, centres: str, patients: int, size: str, splits: str, seed: int, workers: int, quiet: bool) -> None:
     """Synthetic head-and-neck CT/PET patients (GTVp, GTVn) from several centres, with a datalist."""
-    from petite.multimodal.synthetic import simulate_hn
+    from petite.headneck.synthetic import simulate_hn
 
     grid: Any = parse_size(size, "--size") if "," in size else size
     fractions = [s for s in splits.split(",")]
@@ -76,7 +78,7 @@ def simulate(out: str, centres: str, patients: int, size: str, splits: str, seed
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def import_command(folder: str, out: str, clinical: str | None, splits: str, seed: int) -> None:
     """Validate a HECKTOR-style folder (imagesTr/labelsTr, or flat *_ct/_pet/_label) and write a datalist."""
-    from petite.multimodal.hecktor import import_hecktor
+    from petite.headneck.hecktor import import_hecktor
 
     path = import_hecktor(folder, out, clinical_csv=clinical, splits=splits.split(","), seed=seed)
     click.echo(str(path))
@@ -116,7 +118,7 @@ def pretrain(datalist: str, centre: str, out: str, steps: int | None, batch_size
              val: bool, device: str, overwrite: bool, quiet: bool, inputs: str, arch: str, preset: str, crop: str,
              pet_norm: str) -> None:
     """Train a CT-only, PET-only or early-fusion segmenter from scratch (all weights; default 500 steps, lr 1e-3)."""
-    from petite.multimodal.pipeline import pretrain as run
+    from petite.pemma.pipeline import pretrain as run
 
     final = run(datalist, centre, out, inputs=inputs, arch=arch, preset=preset, crop=parse_size(crop, "--crop"),
                 batch_size=batch_size, seed=seed, pet_norm=pet_norm, device=device, val=val, overwrite=overwrite,
@@ -142,7 +144,7 @@ def adapt(datalist: str, centre: str, out: str, steps: int | None, batch_size: i
     """PEMMA: upgrade a CT-only run to CT+PET (LoRA/DoRA + PET embedding, skip, adapters, fusion; default
     300 steps, lr 2e-3), or with --continue-from adapt a PEMMA run to a new centre with one modality
     (default 200 steps)."""
-    from petite.multimodal import pipeline
+    from petite.pemma import pipeline
 
     common = dict(batch_size=batch_size, seed=seed, device=device, val=val, overwrite=overwrite,
                   progress=not quiet, **_drop_none({"steps": steps, "lr": lr}))
@@ -173,7 +175,7 @@ def adapt(datalist: str, centre: str, out: str, steps: int | None, batch_size: i
 @_overwrite
 def late(ct_model: str, pet_model: str, weight: float, out: str, overwrite: bool) -> None:
     """Late fusion: a run folder that averages the logits of a CT-only and a PET-only run (no training)."""
-    from petite.multimodal.pipeline import late as run
+    from petite.pemma.pipeline import late as run
 
     _echo_json(run(ct_model, pet_model, out, weight=weight, overwrite=overwrite))
 
@@ -196,7 +198,7 @@ def evaluate(model: str, pet_model: str | None, late_weight: float, datalist: st
     """Dice and HD95 (mm) per class (GTVp, GTVn) and case, whole volumes by sliding windows."""
     from pathlib import Path
 
-    from petite.multimodal.pipeline import evaluate as run
+    from petite.pemma.pipeline import evaluate as run
 
     folder = Path(out) if out is not None else Path(model) / ("eval_late" if pet_model else "eval")
     report = run(model, datalist, split, mode=mode, out=folder, pet_run=pet_model, late_weight=late_weight,
@@ -217,6 +219,6 @@ def demo(out: str, quick: bool, seed: int, workers: int | None, overwrite: bool)
     """PEMMA end to end on two synthetic centres: CT-only, PET-only, early/late fusion, PEMMA, continual
     adaptation with PET only and forgetting; prints the tables, writes OUT/report/ (about 8 min of
     wall clock on 2 idle CPU cores; 15 min measured with the cores shared by other jobs)."""
-    from petite.multimodal.demo import run_demo
+    from petite.demos.headneck import run_demo
 
     run_demo(out, quick=quick, seed=seed, overwrite=overwrite, workers=workers, echo=click.echo)

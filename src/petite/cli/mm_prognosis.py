@@ -1,6 +1,6 @@
 """`petite mm prognosis train | evaluate`: survival heads on a segmentation run's frozen encoder.
 
-See :mod:`petite.multimodal.prognosis` for the features, the heads and the measures.
+See :mod:`petite.prognosis` for the features, the heads and the measures.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def _split_items(datalist: dict[str, Any], splits: list[str], path: str) -> list[dict[str, Any]]:
-    from petite.multimodal.datalist import items
+    from petite.headneck.datalist import items
 
     found: list[dict[str, Any]] = []
     for split in splits:
@@ -56,7 +56,7 @@ def _split_items(datalist: dict[str, Any], splits: list[str], path: str) -> list
 def _records(entries: list[dict[str, Any]], clinical_csv: str | None, require_outcome: bool) -> list[dict[str, Any]]:
     """Each patient's clinical record: from ``--clinical-csv`` (validated) or the datalist items."""
     if clinical_csv is not None:
-        from petite.multimodal.clinical import read_clinical_csv
+        from petite.headneck.clinical import read_clinical_csv
 
         table = read_clinical_csv(clinical_csv, require_outcome=require_outcome)
         missing = [e["patient"] for e in entries if e["patient"] not in table]
@@ -75,16 +75,6 @@ def _resolve_model(meta: dict[str, Any], run: Path, override: str | None) -> str
             return str(candidate)
     raise UserError(f"segmentation run not found (looked for {link.get('path')!r} and {link.get('abs_path')!r}); "
                     "pass --model", run / "prognosis.json")
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 def _fmt(value: float | None) -> str:
@@ -121,34 +111,38 @@ def train(model_run: str, datalist: str, splits: str, out: str, mode: str | None
           seeds: str, region: str, roi: str | None, components: int, epochs: int, lr: float,
           clinical_csv: str | None, device: str, overwrite: bool) -> None:
     """Train survival heads (Cox partial likelihood) on a segmentation run's frozen encoder features."""
-    from petite.multimodal import prognosis as pg
-    from petite.multimodal.datalist import read_mm_datalist
-    from petite.multimodal.runs import check_out, load_run, run_link, staged_folder
+    from petite.atomic import check_output_folder, staged_folder
+    from petite.headneck.datalist import read_mm_datalist
+    from petite.pemma.runs import load_run, run_link
+    from petite.prognosis.features import extract_features, feature_names, load_cases
+    from petite.prognosis.heads import train_prognosis
+    from petite.prognosis.outcome import outcome_of
+    from petite.prognosis.runs import save_heads
 
     seed_list = _seeds(seeds)
     names = [s.strip() for s in splits.split(",") if s.strip()]
     if not imaging and not clinical:
         raise UserError("--no-imaging needs --clinical (something must feed the head)")
-    check_out(out, overwrite)
+    check_output_folder(out, overwrite)
     data = read_mm_datalist(datalist)
     entries = _split_items(data, names, datalist)
     patients = [e["patient"] for e in entries]
     records = _records(entries, clinical_csv, require_outcome=True)
-    time_days, event = pg.outcome_of(records, patients)
+    time_days, event = outcome_of(records, patients)
     model, info = load_run(model_run, device="cpu")
     use_mode = mode or info["mode"]
     if use_mode not in info["modes"]:
         raise UserError(f"a {info['kind']!r} run takes mode {' or '.join(info['modes'])}, not {use_mode!r}", model_run)
     window = parse_size(roi, "--roi") or tuple(info["crop"])
     if imaging:
-        features = pg.extract_features(model, pg.load_cases(entries, info.get("pet_norm", "zscore")), use_mode,
-                                       window, region=region, device=device)
-        columns = pg.feature_names(model)
+        features = extract_features(model, load_cases(entries, info.get("pet_norm", "zscore")), use_mode,
+                                    window, region=region, device=device)
+        columns = feature_names(model)
     else:
         features, columns = None, None
-    heads = pg.train_prognosis(features, records, time_days, event, use_clinical=clinical, use_imaging=imaging,
-                               seeds=seed_list, names=columns, deep_components=components or None, epochs=epochs,
-                               lr=lr, patients=patients)
+    heads = train_prognosis(features, records, time_days, event, use_clinical=clinical, use_imaging=imaging,
+                            seeds=seed_list, names=columns, deep_components=components or None, epochs=epochs,
+                            lr=lr, patients=patients)
     train_c = [h["train_c_index"] for h in heads.history]
     meta = {"model_run": run_link(Path(model_run), Path(out)), "model_kind": info["kind"], "mode": use_mode,
             "roi": list(window), "region": region, "pet_norm": info.get("pet_norm", "zscore"),
@@ -156,7 +150,7 @@ def train(model_run: str, datalist: str, splits: str, out: str, mode: str | None
             "clinical_csv": None if clinical_csv is None else str(Path(clinical_csv).resolve()),
             "n": len(patients), "events": int(event.sum()), "train_c_index": train_c}
     with staged_folder(out, overwrite) as folder:
-        pg.save_heads(heads, folder, _clean(meta))
+        save_heads(heads, folder, meta)
     inputs = " + ".join([f"{info['kind']} encoder ({use_mode})"] * imaging + ["clinical"] * clinical)
     click.echo(f"trained {len(seed_list)} head(s) on {len(patients)} patients ({int(event.sum())} relapses), "
                f"inputs: {inputs}; training C-index {' '.join(_fmt(c) for c in train_c)}")
@@ -175,31 +169,34 @@ def evaluate(run_dir: str, datalist: str, split: str, model_run: str | None, out
              clinical_csv: str | None, device: str) -> None:
     """C-index, integrated Brier score and Kaplan-Meier curves (PNG) of a prognosis run on a split."""
     from petite.atomic import write_json, write_text
-    from petite.multimodal import prognosis as pg
-    from petite.multimodal.datalist import read_mm_datalist
-    from petite.multimodal.runs import load_run
+    from petite.headneck.datalist import read_mm_datalist
+    from petite.pemma.runs import load_run
+    from petite.prognosis.evaluation import evaluate_prognosis
+    from petite.prognosis.features import extract_features, load_cases
+    from petite.prognosis.outcome import outcome_of
+    from petite.prognosis.runs import load_heads
 
     run = Path(run_dir)
-    heads, meta = pg.load_heads(run)
+    heads, meta = load_heads(run)
     names = [s.strip() for s in split.split(",") if s.strip()]
     data = read_mm_datalist(datalist)
     entries = _split_items(data, names, datalist)
     patients = [e["patient"] for e in entries]
     records = _records(entries, clinical_csv, require_outcome=True)
-    time_days, event = pg.outcome_of(records, patients, "evaluation")
+    time_days, event = outcome_of(records, patients, "evaluation")
     features = None
     if heads.use_imaging:
         model, info = load_run(_resolve_model(meta, run, model_run), device="cpu")
         if meta["mode"] not in info["modes"]:
             raise UserError(f"this prognosis run used mode {meta['mode']!r}, which a {info['kind']!r} run cannot take")
-        features = pg.extract_features(model, pg.load_cases(entries, meta.get("pet_norm", "zscore")), meta["mode"],
-                                       meta["roi"], region=meta.get("region", "centre"), device=device)
+        features = extract_features(model, load_cases(entries, meta.get("pet_norm", "zscore")), meta["mode"],
+                                    meta["roi"], region=meta.get("region", "centre"), device=device)
     folder = Path(out) if out is not None else run / "eval"
     folder.mkdir(parents=True, exist_ok=True)
     tag = "+".join(names)
     km_png = folder / f"km_{tag}.png"
-    result = pg.evaluate_prognosis(heads, features, records, time_days, event, km_png=km_png,
-                                   title=f"Relapse-free survival, {tag}: predicted risk groups", patients=patients)
+    result = evaluate_prognosis(heads, features, records, time_days, event, km_png=km_png,
+                                title=f"Relapse-free survival, {tag}: predicted risk groups", patients=patients)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["patient", "risk", "time", "event", "group"])
@@ -209,7 +206,7 @@ def evaluate(run_dir: str, datalist: str, split: str, model_run: str | None, out
     write_text(folder / f"risks_{tag}.csv", buffer.getvalue())
     summary = {"run": str(run.resolve()), "datalist": str(Path(datalist).resolve()), "splits": names,
                **{k: v for k, v in result.items() if k != "risk"}}
-    write_json(folder / f"evaluation_{tag}.json", _clean(summary))
+    write_json(folder / f"evaluation_{tag}.json", summary)
     click.echo(f"{tag}: {result['n']} patients, {result['events']} relapses; C-index {_fmt(result['c_index'])} "
                f"(seeds {_fmt(result['c_index_mean'])} ± {_fmt(result['c_index_std'])}), "
                f"IBS {_fmt(result['ibs'])}, log-rank p {_fmt(result['logrank_p'])}")

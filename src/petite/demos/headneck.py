@@ -1,0 +1,460 @@
+"""``petite mm demo``: PEMMA end to end on two synthetic head-and-neck centres, on 2 CPU cores.
+
+What it does (every number it prints is measured in that run):
+
+1. **Simulate** centre A (CHUM-like) and centre B (CHUS-like: noisier,
+   blurrier PET with another SUV calibration) with
+   :func:`petite.headneck.synthetic.simulate_hn` at the ``small`` grid
+   (64x64x48, ~3.1 mm); A's patients are split train/test, B's train/test;
+   one datalist ``DIR/data/datalist.json`` holds both.
+2. **Train on A** (UNETR ``small``, random 32^3 crops, DiceCE, AdamW, the
+   same steps for each): CT-only (the model PEMMA starts from), PET-only and
+   early fusion (2 channels); late fusion averages the CT-only and PET-only
+   logits (no training).
+3. **PEMMA**: upgrade the CT-only model on A with LoRA (r 8, alpha 16 on q/k/v,
+   attention output and both MLP linears) plus the new PET embedding, PET skip,
+   modality adapters and fusion, with the input mode drawn per batch (CT+PET
+   0.6, CT 0.2, PET 0.2).
+4. **Evaluate on A_test**, whole volumes by sliding 32^3 windows, every model in
+   every input mode it supports: Dice and HD95 (mm) for GTVp and GTVn.
+5. **Continual adaptation to B with PET only**: only PEMMA's PET parts train
+   (PET embedding, PET skip, PET adapter); Dice on B_test (PET) before and
+   after, and on A_test (CT+PET, CT, PET) before and after: the forgetting.
+   CT-only predictions cannot change (no CT path is touched), which the table shows.
+6. **Report**: both tables printed and written to ``DIR/report/table.md``,
+   everything in ``DIR/report/results.json``, and ``DIR/report/segmentations.png``
+   (CT, PET, ground truth and each model's prediction for one A_test case).
+7. **Prognosis**: :func:`petite.prognosis.comparison.demo_step` runs last
+   (survival from the adapted encoder: CT, CT+PET, CT+PET+clinical heads);
+   its table is printed too.
+
+Sizes (:data:`FULL`): 24 patients at A (17 train, 7 test), 10 at B (6 train,
+4 test); batch 2; 400 steps for each model trained from scratch, 300 for the
+PEMMA upgrade, 150 for the PET-only continual adaptation; evaluation windows
+32^3 with overlap 0.5 (overlap 0 costs less than half but loses 0.3 GTVp Dice
+at the window seams).
+
+Measured on the 2-core development machine: 12.0 min wall clock with the
+load average at 0.9 when it started and 3.2 at the end (other jobs joined;
+trainings 512 s, continual adaptation and 13 evaluations 118 s, figure 35 s,
+the prognosis hook 49 s); 14.9 min with the cores shared throughout.  CPU
+time 807 s in all processes, 403 s per core: on 2 idle cores at least 6.7
+min, about 7.5 min from the per-job CPU times (CT-only 152 s, PET-only 151 s,
+early fusion 151 s, PEMMA 95 s, continual 43 s, evaluations 105 s).  A step
+of UNETR small (batch 2, 32^3) costs 0.32-0.38 s of CPU.  ``quick=True`` (:data:`QUICK`): ``tiny`` grid and model,
+a handful of patients and steps: a smoke test, its numbers mean nothing.
+
+Parallelism: the three trainings from scratch, the PEMMA upgrade, the
+continual adaptation and the evaluations run as jobs in worker processes with
+one torch thread each (:class:`petite.parallel.WorkerPool`; one per core, at
+most 3): on 2 cores that is faster than one job at a time with two threads, and
+it degrades gracefully when other jobs share the cores (multi-threaded steps
+then wait on each other; 5-20x slower steps were seen).  ``--quick`` runs
+everything in this process.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from petite.atomic import atomic_path, write_json, write_text
+from petite.demos.common import load_average, prepare_demo_folder
+from petite.headneck.datalist import read_mm_datalist, split_names, write_mm_datalist
+from petite.headneck.synthetic import simulate_hn
+from petite.parallel import WorkerPool
+from petite.pemma import pipeline
+from petite.pemma.evaluate import predict_case
+from petite.pemma.runs import load_run, read_final
+from petite.prognosis.comparison import demo_step
+from petite.tables import render_table
+
+# The demo's own paths inside DIR; --overwrite removes these and nothing else.
+DEMO_PATHS = ("data", "runs", "report")
+SOURCE, TARGET = "A", "B"
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo is: grid, model, patients and steps."""
+
+    grid: str  # simulate_hn size
+    preset: str
+    crop: tuple[int, int, int]
+    source_patients: int
+    source_splits: tuple[float, float, float]  # train, val, test fractions
+    target_patients: int
+    target_splits: tuple[float, float, float]
+    batch_size: int
+    pretrain_steps: int
+    pretrain_lr: float
+    adapt_steps: int
+    adapt_lr: float
+    continual_steps: int
+    continual_lr: float
+    overlap: float  # sliding-window overlap at evaluation
+    sim_workers: int = 1
+
+
+FULL = DemoSize(grid="small", preset="small", crop=(32, 32, 32), source_patients=24, source_splits=(0.7, 0.0, 0.3),
+                target_patients=10, target_splits=(0.6, 0.0, 0.4), batch_size=2, pretrain_steps=400,
+                pretrain_lr=1e-3, adapt_steps=300, adapt_lr=2e-3, continual_steps=150, continual_lr=2e-3,
+                overlap=0.5)
+QUICK = DemoSize(grid="tiny", preset="tiny", crop=(16, 16, 16), source_patients=5, source_splits=(0.6, 0.0, 0.4),
+                 target_patients=4, target_splits=(0.5, 0.0, 0.5), batch_size=1, pretrain_steps=4, pretrain_lr=1e-3,
+                 adapt_steps=4, adapt_lr=2e-3, continual_steps=3, continual_lr=2e-3, overlap=0.0)
+
+# (row label, run name, input mode) in table order.
+ROWS: tuple[tuple[str, str, str], ...] = (
+    ("CT-only", "ct", "ct"),
+    ("PET-only", "pet", "pet"),
+    ("Early fusion", "early", "ctpet"),
+    ("Late fusion", "late", "ctpet"),
+    ("PEMMA", "pemma", "ctpet"),
+    ("PEMMA", "pemma", "ct"),
+    ("PEMMA", "pemma", "pet"),
+)
+MODE_NAMES = {"ctpet": "CT+PET", "ct": "CT", "pet": "PET"}
+
+
+def _cpu_seconds() -> float | None:
+    """CPU seconds of this process and its finished children (the job workers), or None where unknown."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def simulate_centres(out: Path, size: DemoSize, seed: int) -> Path:
+    """Centres A and B (their own patient counts and splits) -> ``out/datalist.json`` holding both."""
+    parts = []
+    for centre, n, splits in ((SOURCE, size.source_patients, size.source_splits),
+                              (TARGET, size.target_patients, size.target_splits)):
+        path = simulate_hn(out / centre, centres=(centre,), n_patients=n, seed=seed, size=size.grid, splits=splits,
+                           workers=min(size.sim_workers, n))
+        parts.append(read_mm_datalist(path))
+    merged = dict(parts[0])
+    merged["centres"] = {**parts[0]["centres"], **parts[1]["centres"]}
+    merged.update({name: parts[1][name] for name in split_names(parts[1])})
+    merged.pop("split_fractions", None)
+    merged["split_fractions_by_centre"] = {SOURCE: list(size.source_splits), TARGET: list(size.target_splits)}
+    path = out / "datalist.json"
+    write_mm_datalist(path, merged)
+    return path
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _num(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+SEGMENTATION_COLUMNS = ("Method", "Input", "% trainable", "Dice GTVp", "Dice GTVn", "Dice mean", "HD95 GTVp (mm)",
+                        "HD95 GTVn (mm)")
+CONTINUAL_COLUMNS = ("Test split", "Input", "Dice GTVp before", "Dice GTVp after", "Dice mean before",
+                     "Dice mean after", "Change")
+
+
+def format_segmentation_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """(plain text, markdown) of the A_test comparison."""
+    cells = [[r["method"], MODE_NAMES[r["mode"]], _num(r["percent"], 2), _num(r["dice_1"], 3), _num(r["dice_2"], 3),
+              _num(r["dice_mean"], 3), _num(r["hd95_1"], 1), _num(r["hd95_2"], 1)] for r in rows]
+    return render_table(SEGMENTATION_COLUMNS, cells)
+
+
+def format_continual_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """(plain text, markdown) of the continual adaptation / forgetting table."""
+    cells = []
+    for r in rows:
+        change = r["after"]["dice_mean"] - r["before"]["dice_mean"]
+        cells.append([r["label"], MODE_NAMES[r["mode"]], _num(r["before"]["dice_1"], 3), _num(r["after"]["dice_1"], 3),
+                      _num(r["before"]["dice_mean"], 3), _num(r["after"]["dice_mean"], 3), f"{change:+.3f}"])
+    return render_table(CONTINUAL_COLUMNS, cells)
+
+
+# ----------------------------------------------------------------------------- the demo
+
+
+def default_workers() -> int:
+    """Parallel worker processes: one per core, at most 3 (there are three independent trainings)."""
+    return max(1, min(os.cpu_count() or 1, 3))
+
+
+def _evaluate_job(run: str, datalist: str, split: str, mode: str, out: str, overlap: float) -> dict[str, Any]:
+    return pipeline.evaluate(run, datalist, split, mode=mode, out=out, overlap=overlap, device="cpu")
+
+
+def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any], dl: str, runs: Path, seed: int,
+                        stage: Callable[[str, str], None], timings: dict[str, float]) -> dict[str, Any]:
+    """Steps 2-5 of the demo as jobs: train, upgrade, continual adaptation, every evaluation."""
+    common = dict(batch_size=size.batch_size, seed=seed, device="cpu", val=False)
+    crop = "x".join(map(str, size.crop))
+
+    # 2-3. From scratch on A (CT-only, PET-only, early fusion), then the PEMMA upgrade of CT-only.
+    t = time.perf_counter()
+    labels = {"ct": "CT-only", "pet": "PET-only", "early": "early fusion", "pemma": "PEMMA upgrade"}
+    stage("train", f"UNETR {size.preset} on {SOURCE}_train from scratch: CT-only, PET-only, early fusion, "
+          f"{size.pretrain_steps} steps each (batch {size.batch_size}, crop {crop}, lr {size.pretrain_lr:g})")
+    futures = {name: jobs.submit(pipeline.pretrain, dl, SOURCE, str(runs / name), inputs=inputs,
+                                 preset=size.preset, crop=size.crop, steps=size.pretrain_steps,
+                                 lr=size.pretrain_lr, **common)
+               for name, inputs in (("ct", "ct"), ("pet", "pet"), ("early", "ctpet"))}
+    finals: dict[str, dict[str, Any]] = {}
+
+    def collect(name: str) -> dict[str, Any]:
+        finals[name] = futures[name].result()
+        f = finals[name]
+        stage(f"train {labels[name]}", f"done: {f['time_s']:.0f} s, {f['step_time_s']:.2f} s/step, "
+              f"{f['percent']:.2f} % trainable, final loss {f['final_loss']:.3f}")
+        return f
+
+    collect("ct")
+    stage("PEMMA", f"upgrade CT-only with LoRA r 8 + PET parts on {SOURCE}_train, {size.adapt_steps} steps, "
+          f"modes CT+PET/CT/PET 0.6/0.2/0.2, lr {size.adapt_lr:g}")
+    futures["pemma"] = jobs.submit(pipeline.adapt, str(runs / "ct"), dl, SOURCE, str(runs / "pemma"),
+                                   steps=size.adapt_steps, lr=size.adapt_lr, **common)
+    for name in ("pet", "early", "pemma"):
+        collect(name)
+    pipeline.late(runs / "ct", runs / "pet", runs / "late")
+    timings["train"] = time.perf_counter() - t
+
+    # 4-5. Evaluate on A_test in every mode; continual adaptation to B with PET only, evaluated before/after.
+    t = time.perf_counter()
+    test_a, test_b = f"{SOURCE}_test", f"{TARGET}_test"
+    stage("evaluate", f"{len(data[test_a])} {test_a} cases, whole volumes, sliding {crop} windows "
+          f"(overlap {size.overlap:g}); continual adaptation to {TARGET} with PET only: "
+          f"{size.continual_steps} steps on {TARGET}_train, only the PET parts train")
+    futures["pemma_b"] = jobs.submit(pipeline.continue_adapt, str(runs / "pemma"), dl, TARGET,
+                                     str(runs / "pemma_b"), modality="pet", steps=size.continual_steps,
+                                     lr=size.continual_lr, **common)
+    evaluations: dict[str, concurrent.futures.Future] = {}
+
+    def score(run: str, split: str, mode: str) -> None:
+        evaluations[f"{run}/{split}/{mode}"] = jobs.submit(_evaluate_job, str(runs / run), dl, split, mode,
+                                                           str(runs / run / "eval"), size.overlap)
+
+    for _, run, mode in ROWS:
+        score(run, test_a, mode)
+    score("pemma", test_b, "pet")
+    score("pet", test_b, "pet")
+    finals["pemma_b"] = futures["pemma_b"].result()
+    stage("continual", f"done: {finals['pemma_b']['time_s']:.0f} s, {finals['pemma_b']['percent']:.2f} % trainable")
+    for split, mode in ((test_b, "pet"), (test_a, "ctpet"), (test_a, "ct"), (test_a, "pet")):
+        score("pemma_b", split, mode)
+    reports = {key: future.result() for key, future in evaluations.items()}
+    timings["evaluate_and_continual"] = time.perf_counter() - t
+    stage("evaluate", f"done in {timings['evaluate_and_continual']:.0f} s")
+
+    rows = []
+    for label, run, mode in ROWS:
+        report = reports[f"{run}/{test_a}/{mode}"]
+        final_run = read_final(runs / run)
+        rows.append({"method": label, "run": run, "mode": mode, "percent": final_run.get("percent"),
+                     "trainable": final_run.get("trainable"), "n": report["n"],
+                     **{k: report["mean"].get(k) for k in ("dice_1", "dice_2", "dice_mean", "hd95_1", "hd95_2",
+                                                           "hd95_mean")},
+                     "dice_mean_std": float(np.std([c["dice_mean"] for c in report["cases"]]))})
+    continual = [{"label": test_b, "split": test_b, "mode": "pet", "before": reports[f"pemma/{test_b}/pet"]["mean"],
+                  "after": reports[f"pemma_b/{test_b}/pet"]["mean"]}]
+    for mode in ("ctpet", "ct", "pet"):
+        continual.append({"label": f"{test_a} (forgetting)", "split": test_a, "mode": mode,
+                          "before": reports[f"pemma/{test_a}/{mode}"]["mean"],
+                          "after": reports[f"pemma_b/{test_a}/{mode}"]["mean"]})
+    pet_only_b = reports[f"pet/{test_b}/pet"]
+    return {"rows": rows, "continual": continual, "pet_only_b": pet_only_b, "finals": finals, "reports": reports}
+
+
+def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0, overwrite: bool = False,
+             workers: int | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the demo into ``out`` (see the module docstring); returns what ``report/results.json`` holds.
+
+    ``workers``: parallel processes for training and evaluation (default
+    :func:`default_workers`; ``quick`` defaults to 1, in this process).
+    Measured (full size): see the README section "Multi-modal adaptation (PEMMA)".
+    """
+    size = QUICK if quick else FULL
+    out = Path(out)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def stage(name: str, message: str) -> None:
+        echo(f"[{time.perf_counter() - started:7.1f} s] {name}: {message}")
+
+    prepare_demo_folder(out, DEMO_PATHS, overwrite)
+    load_start, cpu_start = load_average(), _cpu_seconds()
+    n_workers = int(workers) if workers is not None else (1 if quick else default_workers())
+    cores = os.cpu_count() or 1
+    # One thread per job for --quick (tiny models do not parallelise), else the cores shared among the workers.
+    threads = 1 if quick else max(1, min(cores // n_workers, torch.get_num_threads() if n_workers == 1 else cores))
+    before_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        echo(f"petite mm demo{' --quick' if quick else ''} -> {out} (seed {seed}, {cores} CPU cores visible, "
+             f"load average {load_start}; {n_workers} worker process(es) x {threads} torch thread(s))")
+
+        # 1. Data.
+        t = time.perf_counter()
+        stage("simulate", f"centre {SOURCE}: {size.source_patients} patients, centre {TARGET}: {size.target_patients} "
+              f"patients, grid {size.grid}")
+        datalist = simulate_centres(out / "data", size, seed)
+        data, _ = pipeline.open_datalist(datalist)
+        counts = {name: len(data[name]) for name in data if isinstance(data[name], list)}
+        timings["simulate"] = time.perf_counter() - t
+        stage("simulate", f"done in {timings['simulate']:.0f} s: " +
+              ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+
+        runs = out / "runs"
+        with WorkerPool(n_workers, threads=threads, quiet=True) as jobs:
+            done = _train_and_evaluate(jobs, size, data, str(datalist), runs, seed, stage, timings)
+        rows, continual, pet_only_b = done["rows"], done["continual"], done["pet_only_b"]
+        finals, reports = done["finals"], done["reports"]
+        test_a, test_b, crop = f"{SOURCE}_test", f"{TARGET}_test", "x".join(map(str, size.crop))
+
+        # 6. Figure and report (this process).
+        t = time.perf_counter()
+        stage("report", f"figure and tables in {out / 'report'}")
+        loaded = {name: load_run(runs / name) for name in ("ct", "pet", "early", "late", "pemma", "pemma_b")}
+        figure = save_segmentation_figure(out / "report" / "segmentations.png", data, test_a, loaded, size.crop,
+                                          size.overlap, {})
+        timings["report"] = time.perf_counter() - t
+
+        text, markdown = format_segmentation_table(rows)
+        c_text, c_markdown = format_continual_table(continual)
+        n_a, n_b = len(data[test_a]), len(data[test_b])
+        caption = (f"Centre {SOURCE} test set ({n_a} synthetic patients), means over patients; UNETR {size.preset}, "
+                   f"crop {crop}; from scratch {size.pretrain_steps} steps (batch {size.batch_size}), PEMMA upgrade "
+                   f"{size.adapt_steps} steps. % trainable: of the model itself (late fusion: both members train "
+                   f"fully); PEMMA: of the CT model. Dice of an absent class is 1 when nothing is predicted; HD95 "
+                   f"leaves out cases where a class is absent from prediction or truth.")
+        c_caption = (f"PEMMA adapted to centre {TARGET} ({size.continual_steps} steps, PET only: PET embedding, skip "
+                     f"and adapter train, {finals['pemma_b']['percent']:.2f} % of the CT model). Before = the PEMMA "
+                     f"model trained on {SOURCE}; after = adapted to {TARGET}. Reference: the PET-only baseline "
+                     f"trained on {SOURCE} scores Dice {pet_only_b['mean']['dice_mean']:.3f} on {test_b} "
+                     f"({n_b} patients).")
+        t = time.perf_counter()
+        models = {name: model for name, (model, _) in loaded.items()}
+        prognosis = dict(demo_step(out, datalist, models, echo, quick=quick))
+        timings["prognosis"] = time.perf_counter() - t
+        total = time.perf_counter() - started
+        timings["total"] = total
+        cpu_end = _cpu_seconds()
+        cpu = None if cpu_start is None or cpu_end is None else cpu_end - cpu_start
+        results = {
+            "format": "petite-mm-demo/1", "quick": quick, "seed": seed, "size": dataclasses.asdict(size),
+            "workers": n_workers, "threads": threads, "cpu_count": cores, "datalist": str(datalist), "splits": counts,
+            "rows": rows, "continual": continual, "pet_only_on_target": pet_only_b["mean"],
+            "finals": finals,
+            "evaluations": {k: {kk: v.get(kk) for kk in ("run", "split", "mode", "n", "mean", "seconds", "cpu_time_s")}
+                            for k, v in reports.items()},
+            "figure": figure, "prognosis": prognosis, "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "load_average": {"start": load_start, "end": load_average()}, "cpu_time_s": cpu,
+        }
+        title = f"# petite mm demo{' (quick)' if quick else ''}"
+        md = f"{title}\n\n## Segmentation on {test_a}\n\n{markdown}\n\n{caption}\n\n" \
+             f"## Continual adaptation to {TARGET} with PET only, and forgetting on {SOURCE}\n\n{c_markdown}\n\n{c_caption}\n"
+        if prognosis and prognosis.get("markdown"):
+            md += f"\n## Prognosis\n\n{prognosis['markdown']}\n"
+        write_text(out / "report" / "table.md", md)
+        write_json(out / "report" / "results.json", results)
+
+        echo("")
+        echo(f"Segmentation on {test_a}:")
+        echo(text)
+        echo(caption)
+        echo("")
+        echo(f"Continual adaptation to {TARGET} with PET only, and forgetting on {SOURCE}:")
+        echo(c_text)
+        echo(c_caption)
+        if prognosis and prognosis.get("table"):
+            echo("")
+            echo(str(prognosis["table"]))
+        echo("")
+        if quick:
+            echo("(--quick: tiny grid and model, a few steps; a smoke test, the numbers mean nothing.)")
+        echo(f"Report: {out / 'report'} (table.md, results.json, segmentations.png)")
+        echo("Stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total"))
+        echo(f"Total time: {total:.0f} s ({total / 60:.1f} min); load average at start {load_start}, at end {load_average()} "
+             f"(wall clock: other jobs on these cores slow every stage)")
+        if cpu is not None:
+            echo(f"CPU time: {cpu:.0f} s in all processes ({cpu / cores:.0f} s per core: the wall time on {cores} idle "
+                 f"cores cannot be lower)")
+        return results
+    finally:
+        torch.set_num_threads(before_threads)
+
+
+# ----------------------------------------------------------------------------- figure
+
+
+FIGURE_PANELS: tuple[tuple[str, str, str], ...] = (
+    ("CT-only", "ct", "ct"), ("PET-only", "pet", "pet"), ("Early fusion", "early", "ctpet"),
+    ("Late fusion", "late", "ctpet"), ("PEMMA CT+PET", "pemma", "ctpet"), ("PEMMA CT", "pemma", "ct"),
+    ("PEMMA PET", "pemma", "pet"), ("PEMMA->B PET", "pemma_b", "pet"),
+)
+
+
+def save_segmentation_figure(path: Path, data: Mapping[str, Any], split: str, loaded: Mapping[str, tuple],
+                             crop: tuple[int, int, int], overlap: float, cache: dict) -> dict[str, Any]:
+    """PNG: CT, PET, ground truth and each model's prediction on the axial slice through the largest GTVp.
+
+    The test case is the one with the largest primary tumour (most voxels of label 1).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    entries = data[split]
+    cases = pipeline.load_cases(data, split, entries, "zscore", cache)
+    case = max(cases, key=lambda c: int((c["label"] == 1).sum()))
+    label = case["label"][0].numpy()
+    z = int(np.argmax((label == 1).sum(axis=(0, 1))))
+    ct, pet = case["ct"][0, :, :, z].numpy().T, case["pet"][0, :, :, z].numpy().T
+    panels: list[tuple[str, np.ndarray | None]] = [("Ground truth", label[:, :, z].T)]
+    for title, run, mode in FIGURE_PANELS:
+        if run not in loaded:
+            continue
+        model, info = loaded[run]
+        model.eval()
+        logits = predict_case(model, case, mode, crop, overlap, device=torch.device("cpu"))
+        panels.append((title, logits.argmax(dim=1)[0, :, :, z].numpy().T))
+    n_columns = math.ceil((2 + len(panels)) / 2)
+    figure, grid = plt.subplots(2, n_columns, figsize=(2.3 * n_columns, 5.0), facecolor="black", squeeze=False)
+    axes = list(grid.ravel())
+    overlay = ListedColormap([(0, 0, 0, 0), (1, 0.1, 0.1, 0.6), (0.1, 0.9, 1, 0.6)])
+    axes[0].imshow(ct, cmap="gray", vmin=0, vmax=1, origin="lower")
+    axes[0].set_title(f"CT {case['patient']}", color="white", fontsize=8)
+    axes[1].imshow(pet, cmap="hot", vmin=0, vmax=max(float(np.percentile(pet, 99.5)), 1e-3), origin="lower")
+    axes[1].set_title("PET (z-score)", color="white", fontsize=8)
+    for ax, (title, mask) in zip(axes[2:], panels):
+        ax.imshow(ct, cmap="gray", vmin=0, vmax=1, origin="lower")
+        ax.imshow(mask, cmap=overlay, vmin=0, vmax=2, origin="lower", interpolation="nearest")
+        ax.set_title(title, color="white", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    figure.suptitle(f"{split} case {case['patient']}, axial slice {z}: red GTVp, cyan GTVn", color="white", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=90, facecolor="black")
+    plt.close(figure)
+    return {"path": str(path), "patient": case["patient"], "slice_z": z, "panels": [p[0] for p in panels]}
+
+
+__all__ = ["FULL", "QUICK", "DemoSize", "format_continual_table", "format_segmentation_table", "default_workers",
+           "run_demo", "save_segmentation_figure"]

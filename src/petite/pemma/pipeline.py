@@ -1,0 +1,422 @@
+"""The multi-modal steps the CLI (``petite mm ...``) and the demo run, each ending in a run folder or report.
+
+- :func:`pretrain`: a plain segmenter from scratch on one centre: CT-only
+  (``inputs="ct"``, the model PEMMA later upgrades), PET-only (``"pet"``) or
+  early fusion (``"ctpet"``, 2 channels); all weights train.
+- :func:`adapt`: PEMMA upgrade of a CT-only run (LoRA/DoRA + new PET parts),
+  trained with both modalities and the per-batch input mode drawn
+  (CT+PET 0.6, CT 0.2, PET 0.2).
+- :func:`continue_adapt`: continual adaptation of a PEMMA run to a new centre
+  with one modality; only that modality's parts train
+  (:data:`petite.pemma.upgrade.MODALITY_PARTS`), everything else, the CT
+  base included, stays bit for bit.
+- :func:`late`: a late-fusion run from a CT-only and a PET-only run (no training).
+- :func:`evaluate`: Dice and HD95 per class and case of a run on a split, in one input mode.
+
+Training is :func:`petite.pemma.train.train_segmenter` (DiceCE, AdamW,
+foreground-biased crops); the model is held in memory and the run folder
+written at the end through :func:`petite.atomic.staged_folder`, so a
+failure (or Ctrl-C) leaves no half-written run.  Inputs (datalist, centre,
+split, run kinds, output folder) are checked before any training starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from petite.atomic import check_output_folder, staged_folder, write_json, write_text
+from petite.errors import UserError
+from petite.headneck.datalist import (
+    LABELS,
+    PET_NORMS,
+    items,
+    load_case,
+    read_mm_datalist,
+    split_name,
+    split_names,
+)
+from petite.pemma import runs
+from petite.pemma.baselines import LateFusion, build_baseline
+from petite.pemma.evaluate import evaluate_segmenter
+from petite.pemma.segmentation import check_mode
+from petite.pemma.train import resolve_mode_probs, train_segmenter
+from petite.pemma.upgrade import MODALITY_PARTS, PEMMA, set_trainable, summary
+
+CaseCache = MutableMapping[tuple[str, str, str], list[dict[str, Any]]]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def open_datalist(datalist: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """``(datalist dict with absolute paths, its path as text)`` from a path or an already-read dict."""
+    if isinstance(datalist, Mapping):
+        return dict(datalist), str(datalist.get("_path", "<datalist>"))
+    data = read_mm_datalist(datalist)
+    data["_path"] = str(Path(datalist).resolve())
+    return data, data["_path"]
+
+
+def split_items(datalist: Mapping[str, Any], split: str, need: bool = True) -> list[dict[str, Any]]:
+    """Items of ``split`` (UserError for an unknown split, or an empty one when ``need``)."""
+    found = items(datalist, split)
+    if need and not found:
+        raise UserError(f"split {split!r} is empty", datalist.get("_path"))
+    return found
+
+
+def centre_split(datalist: Mapping[str, Any], centre: str, kind: str, need: bool = True) -> tuple[str, list[dict[str, Any]]]:
+    """``(split name, items)`` of ``centre``'s ``kind`` split (``train``/``val``/``test``)."""
+    try:
+        split_names(datalist, centre)
+    except UserError as err:
+        raise UserError(str(err), datalist.get("_path")) from None
+    name = split_name(centre, kind)
+    if name not in datalist:
+        if need:
+            raise UserError(f"the datalist has no split {name!r}", datalist.get("_path"))
+        return name, []
+    return name, split_items(datalist, name, need)
+
+
+def load_cases(datalist: Mapping[str, Any], split: str, entries: Sequence[Mapping[str, Any]], pet_norm: str,
+               cache: CaseCache | None = None) -> list[dict[str, Any]]:
+    """Loaded cases (:func:`~petite.headneck.datalist.load_case`), memoised in ``cache`` by (datalist, split, norm)."""
+    key = (str(datalist.get("_path")), split, pet_norm)
+    if cache is not None and key in cache:
+        return cache[key]
+    cases = [load_case(e, pet_norm=pet_norm) for e in entries]
+    if cache is not None:
+        cache[key] = cases
+    return cases
+
+
+def parse_crop(crop: int | Sequence[int]) -> list[int]:
+    size = [int(crop)] * 3 if isinstance(crop, int) else [int(c) for c in crop]
+    if len(size) != 3 or min(size) < 1:
+        raise UserError(f"crop must be three positive integers, got {crop!r}")
+    return size
+
+
+def parse_mode_probs(text: str | Mapping[str, float] | None) -> dict[str, float] | None:
+    """``"ctpet=0.6,ct=0.2,pet=0.2"`` (or a mapping) -> ``{mode: probability}``; None stays None."""
+    if text is None or isinstance(text, Mapping):
+        return None if text is None else {str(k): float(v) for k, v in text.items()}
+    out: dict[str, float] = {}
+    for part in str(text).split(","):
+        mode, sep, value = part.partition("=")
+        try:
+            out[check_mode(mode.strip())] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UserError(f"mode probabilities look like ctpet=0.6,ct=0.2,pet=0.2, got {text!r}")
+    return out
+
+
+# ----------------------------------------------------------------------------- training runs
+
+
+def _summary_final(model: nn.Module, result: Mapping[str, Any], kind: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(model, PEMMA):
+        counts = summary(model)
+        trainable, base, percent = counts["trainable"], counts["base"], counts["percent"]
+        groups = counts["groups"]
+    else:
+        base = sum(p.numel() for p in model.parameters())
+        trainable = int(result["trainable"])
+        percent, groups = 100.0 * trainable / base, None
+    losses = result["losses"]
+    tail = losses[-max(1, len(losses) // 10):] if losses else []
+    final: dict[str, Any] = {
+        "kind": kind, "trainable": int(trainable), "base_parameters": int(base), "percent": percent,
+        "steps": result["steps"], "time_s": round(result["seconds"], 2),
+        "step_time_s": round(result["seconds"] / max(1, result["steps"]), 4),
+        "final_loss": float(sum(tail) / len(tail)) if tail else None,
+        "mode_counts": result["mode_counts"], "device": result["device"], "threads": torch.get_num_threads(),
+    }
+    if groups is not None:
+        final["groups"] = groups
+    final.update(extra)
+    return final
+
+
+def _cpu(start: float) -> float:
+    """CPU seconds of this process since ``start`` (all threads): the time on idle cores, load aside."""
+    return round(time.process_time() - start, 2)
+
+
+def _metrics_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"step": k + 1, "loss": loss, "mode": mode} for k, (loss, mode) in enumerate(zip(result["losses"], result["modes"]))]
+
+
+def _validate(model: nn.Module, datalist: Mapping[str, Any], centre: str, mode: str, crop: Sequence[int],
+              pet_norm: str, device: str | None, cache: CaseCache | None, val: bool) -> dict[str, Any] | None:
+    name, entries = centre_split(datalist, centre, "val", need=False)
+    if not val or not entries:
+        return None
+    cases = load_cases(datalist, name, entries, pet_norm, cache)
+    result = evaluate_segmenter(model, cases, mode, roi=crop, sw_batch_size=4, device=device)
+    return {"split": name, "mode": mode, **result["mean"]}
+
+
+def pretrain(
+    datalist: str | Path | Mapping[str, Any],
+    centre: str,
+    out: str | Path,
+    *,
+    inputs: str = "ct",
+    arch: str = "unetr",
+    preset: str = "small",
+    crop: int | Sequence[int] = (32, 32, 32),
+    steps: int = 500,
+    batch_size: int = 2,
+    lr: float = 1e-3,
+    seed: int = 0,
+    pet_norm: str = "zscore",
+    device: str | None = "auto",
+    val: bool = True,
+    overwrite: bool = False,
+    progress: bool = False,
+    cache: CaseCache | None = None,
+) -> dict[str, Any]:
+    """Train a CT-only / PET-only / early-fusion segmenter from scratch on ``centre``'s train split.
+
+    Writes the run folder ``out`` (kind ``ct``, ``pet`` or ``early`` for ``inputs``
+    ``ct``, ``pet``, ``ctpet``) and returns its ``final.json``.
+    """
+    check_mode(inputs)
+    kind = runs.INPUTS_KIND[inputs]
+    if pet_norm not in PET_NORMS:
+        raise UserError(f"unknown PET normalisation {pet_norm!r}; choose one of {', '.join(PET_NORMS)}")
+    size = parse_crop(crop)
+    check_output_folder(out, overwrite)
+    data, path = open_datalist(datalist)
+    split, entries = centre_split(data, centre, "train")
+    torch.manual_seed(seed)
+    model = build_baseline(kind, arch, preset, img_size=size)
+    cases = load_cases(data, split, entries, pet_norm, cache)
+    cpu_start = time.process_time()
+    result = train_segmenter(model, cases, inputs=inputs, steps=steps, crop=size, batch_size=batch_size, lr=lr,
+                             seed=seed, progress=progress, device=device)
+    config = {"datalist": path, "centre": centre, "train_split": split, "inputs": inputs, "arch": arch,
+              "preset": preset, "crop": size, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+              "pet_norm": pet_norm}
+    final = _summary_final(model, result, kind, {"n_train": len(cases), "cpu_time_s": _cpu(cpu_start)})
+    final["val"] = _validate(model, data, centre, inputs, size, pet_norm, device, cache, val)
+    model.to("cpu")
+    with staged_folder(out, overwrite) as folder:
+        runs.save_run(folder, model, kind, config, final=final, metrics=_metrics_rows(result), destination=out)
+    return final
+
+
+def adapt(
+    init: str | Path,
+    datalist: str | Path | Mapping[str, Any],
+    centre: str,
+    out: str | Path,
+    *,
+    method: str = "lora",
+    r: int = 8,
+    alpha: float = 16.0,
+    steps: int = 300,
+    batch_size: int = 2,
+    lr: float = 2e-3,
+    seed: int = 0,
+    mode_probs: str | Mapping[str, float] | None = None,
+    device: str | None = "auto",
+    val: bool = True,
+    overwrite: bool = False,
+    progress: bool = False,
+    cache: CaseCache | None = None,
+) -> dict[str, Any]:
+    """PEMMA-upgrade the CT-only run ``init`` with CT+PET of ``centre`` (modality dropout); write run ``out``."""
+    base_config = runs.require_kind(init, ("ct",), "--init (the model to upgrade)")
+    probs = parse_mode_probs(mode_probs)
+    check_output_folder(out, overwrite)
+    data, path = open_datalist(datalist)
+    split, entries = centre_split(data, centre, "train")
+    ct_model, _ = runs.load_run(init)
+    torch.manual_seed(seed)
+    model = PEMMA(ct_model, method=method, r=r, alpha=alpha, fingerprint=False)
+    probs = resolve_mode_probs(model, "ctpet", probs)
+    pet_norm = base_config.get("pet_norm", "zscore")
+    cases = load_cases(data, split, entries, pet_norm, cache)
+    cpu_start = time.process_time()
+    result = train_segmenter(model, cases, inputs="ctpet", steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                             mode_probs=probs, progress=progress, device=device)
+    crop = list(base_config["crop"])
+    config = {"datalist": path, "centre": centre, "train_split": split, "inputs": "ctpet", "method": method, "r": r,
+              "alpha": alpha, "mode_probs": probs,
+              "crop": crop, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pet_norm": pet_norm,
+              "arch": base_config.get("arch"), "preset": base_config.get("preset"), "trained_groups": "all"}
+    final = _summary_final(model, result, "pemma", {"n_train": len(cases), "cpu_time_s": _cpu(cpu_start)})
+    final["val"] = _validate(model, data, centre, "ctpet", crop, pet_norm, device, cache, val)
+    model.to("cpu")
+    with staged_folder(out, overwrite) as folder:
+        runs.save_run(folder, model, "pemma", config, final=final, metrics=_metrics_rows(result),
+                      base_run=init, destination=out)
+    return final
+
+
+def continue_adapt(
+    previous: str | Path,
+    datalist: str | Path | Mapping[str, Any],
+    centre: str,
+    out: str | Path,
+    *,
+    modality: str = "pet",
+    steps: int = 200,
+    batch_size: int = 2,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: str | None = "auto",
+    val: bool = True,
+    overwrite: bool = False,
+    progress: bool = False,
+    cache: CaseCache | None = None,
+) -> dict[str, Any]:
+    """Continual adaptation of PEMMA run ``previous`` to ``centre`` with ``modality`` only (its parts alone train)."""
+    if modality not in MODALITY_PARTS:
+        raise UserError(f"--modality must be one of {', '.join(MODALITY_PARTS)} (the one modality the new "
+                        f"centre has), got {modality!r}")
+    prev_config = runs.require_kind(previous, ("pemma",), "--continue-from")
+    check_output_folder(out, overwrite)
+    data, path = open_datalist(datalist)
+    split, entries = centre_split(data, centre, "train")
+    model, info = runs.load_run(previous)
+    groups = MODALITY_PARTS[modality]
+    set_trainable(model, groups)
+    pet_norm = prev_config.get("pet_norm", "zscore")
+    cases = load_cases(data, split, entries, pet_norm, cache)
+    cpu_start = time.process_time()
+    result = train_segmenter(model, cases, inputs=modality, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                             progress=progress, device=device)
+    crop = list(prev_config["crop"])
+    config = {"datalist": path, "centre": centre, "train_split": split, "inputs": modality, "modality": modality,
+              "parent": runs.run_link(Path(previous), Path(out)), "trained_groups": list(groups),
+              "method": prev_config.get("method"), "crop": crop, "steps": steps, "batch_size": batch_size,
+              "lr": lr, "seed": seed, "pet_norm": pet_norm, "arch": prev_config.get("arch"),
+              "preset": prev_config.get("preset")}
+    final = _summary_final(model, result, "pemma", {"n_train": len(cases), "trained_groups": list(groups),
+                                                    "cpu_time_s": _cpu(cpu_start)})
+    final["val"] = _validate(model, data, centre, modality, crop, pet_norm, device, cache, val)
+    model.to("cpu")
+    with staged_folder(out, overwrite) as folder:
+        runs.save_run(folder, model, "pemma", config, final=final, metrics=_metrics_rows(result),
+                      base_run=info["base_path"], destination=out)
+    return final
+
+
+def late(ct_run: str | Path, pet_run: str | Path, out: str | Path, *, weight: float = 0.5,
+         overwrite: bool = False) -> dict[str, Any]:
+    """A late-fusion run (``weight`` x CT logits + (1 - weight) x PET logits) from two trained runs."""
+    ct_config = runs.require_kind(ct_run, ("ct",), "the CT model of late fusion")
+    pet_config = runs.require_kind(pet_run, ("pet",), "the PET model of late fusion")
+    if ct_config["crop"] != pet_config["crop"]:
+        raise UserError(f"late fusion needs members with the same crop, got {ct_config['crop']} and {pet_config['crop']}",
+                        pet_run)
+    check_output_folder(out, overwrite)
+    model = LateFusion(runs.load_run(ct_run)[0], runs.load_run(pet_run)[0], weight=weight)
+    config = {"crop": list(ct_config["crop"]), "pet_norm": pet_config.get("pet_norm", "zscore"),
+              "arch": ct_config.get("arch"), "preset": ct_config.get("preset")}
+    final = {"kind": "late", "trainable": 0, "base_parameters": sum(p.numel() for p in model.parameters()),
+             "percent": 100.0, "note": "both members fully trained; % trainable counts their training"}
+    with staged_folder(out, overwrite) as folder:
+        runs.save_run(folder, model, "late", config, final=final, members={"ct": ct_run, "pet": pet_run},
+                      destination=out)
+    return final
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+CASE_COLUMNS = ("patient", "centre", "dice_1", "dice_2", "dice_mean", "hd95_1", "hd95_2", "hd95_mean", "hd95_unit")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def evaluate(
+    run: str | Path | tuple[nn.Module, Mapping[str, Any]],
+    datalist: str | Path | Mapping[str, Any],
+    split: str,
+    *,
+    mode: str | None = None,
+    out: str | Path | None = None,
+    pet_run: str | Path | None = None,
+    late_weight: float = 0.5,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    device: str | None = "auto",
+    progress: bool = False,
+    cache: CaseCache | None = None,
+) -> dict[str, Any]:
+    """Score a run (or a ``(model, info)`` pair from :func:`~petite.pemma.runs.load_run`) on ``split``.
+
+    ``mode`` defaults to the run's own (ct / pet / ctpet); ``pet_run`` makes late
+    fusion of ``run`` (a CT-only run) with it.  With ``out``, writes
+    ``out/<split>_<mode>.csv`` (one row per case) and ``out/<split>_<mode>.json``
+    (cases, means and what was evaluated).  Returns that JSON's content.
+    """
+    if isinstance(run, tuple):
+        model, info = run
+    elif pet_run is not None:
+        runs.require_kind(run, ("ct",), "--model (with --pet-model: the CT member of late fusion)")
+        pet_config = runs.require_kind(pet_run, ("pet",), "--pet-model")
+        ct_model, info = runs.load_run(run)
+        if list(pet_config["crop"]) != list(info["crop"]):
+            raise UserError(f"late fusion needs members with the same crop, got {info['crop']} and {pet_config['crop']}",
+                            pet_run)
+        model = LateFusion(ct_model, runs.load_run(pet_run)[0], weight=late_weight).eval()
+        info = {**info, "kind": "late", "modes": list(runs.KIND_MODES["late"]), "mode": "ctpet",
+                "members": {"ct": str(run), "pet": str(pet_run)}}
+    else:
+        model, info = runs.load_run(run)
+    mode = info["mode"] if mode is None else check_mode(mode)
+    if mode not in info["modes"]:
+        raise UserError(f"a {info['kind']!r} model takes input mode {' or '.join(info['modes'])}, not {mode!r}",
+                        info.get("path"))
+    data, path = open_datalist(datalist)
+    entries = split_items(data, split)
+    cases = load_cases(data, split, entries, info.get("pet_norm", "zscore"), cache)
+    started, cpu_start = time.perf_counter(), time.process_time()
+    result = evaluate_segmenter(model, cases, mode, roi=info["crop"], overlap=overlap, sw_batch_size=sw_batch_size,
+                                device=device, progress=progress)
+    report = {
+        "run": info.get("path"), "kind": info["kind"], "datalist": path, "split": split, "mode": mode,
+        "classes": {str(k): v for k, v in LABELS.items() if k}, "roi": result["roi"], "overlap": overlap,
+        "n": len(cases), "seconds": round(time.perf_counter() - started, 2), "cpu_time_s": _cpu(cpu_start),
+        "mean": result["mean"], "cases": result["cases"],
+    }
+    if "members" in info:
+        report["members"] = info["members"]
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise UserError("evaluation output exists and is not a folder", out)
+        stem = f"{split}_{mode}"
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CASE_COLUMNS)
+        for row in result["cases"]:
+            writer.writerow([_cell(row.get(c)) for c in CASE_COLUMNS])
+        write_text(out / f"{stem}.csv", buffer.getvalue())
+        write_json(out / f"{stem}.json", report)
+    return report
+
+
+__all__ = ["adapt", "continue_adapt", "evaluate", "late", "load_cases", "open_datalist",
+           "parse_mode_probs", "pretrain"]

@@ -1,0 +1,29 @@
+"""`petite mm demo --quick`: both tables printed, the report written, no overwrite without --overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli_runner import run_cli
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.e2e]
+
+
+def test_demo_quick_prints_both_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(["mm", "demo", "--out", tmp_path, "--quick"], capsys)
+    assert result.code == 0, result.err
+    for text in ("Segmentation on A_test", "Early fusion", "Late fusion", "PEMMA", "% trainable", "Dice GTVp",
+                 "HD95 GTVn (mm)", "forgetting", "Total time"):
+        assert text in result.out, text
+    report = tmp_path / "report"
+    assert {"table.md", "results.json", "segmentations.png"} <= {p.name for p in report.iterdir()}
+    results = json.loads((report / "results.json").read_text())
+    assert [(r["run"], r["mode"]) for r in results["rows"]] == [
+        ("ct", "ct"), ("pet", "pet"), ("early", "ctpet"), ("late", "ctpet"), ("pemma", "ctpet"), ("pemma", "ct"),
+        ("pemma", "pet")]
+    ct_forgetting = [r for r in results["continual"] if r["split"] == "A_test" and r["mode"] == "ct"][0]
+    assert ct_forgetting["before"] == ct_forgetting["after"]
+    assert run_cli(["mm", "demo", "--out", tmp_path, "--quick"], capsys).code == 2  # refuses to overwrite
