@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from torch import nn
 
+from petite.models import build_model
 from tests.cli_runner import run_cli
-
-
 
 
 def test_info_paper_unetr_petite_is_under_one_percent(capsys) -> None:
@@ -19,6 +20,14 @@ def test_info_paper_unetr_petite_is_under_one_percent(capsys) -> None:
     assert 0 < info["percent"] < 1
     assert info["trainable"] == sum(info["per_component"].values()) == sum(info["per_method"].values())
     assert set(info["per_method"]) == {"lora", "ssf", "bitfit"}
+    # Independent counts: LoRA r=4 on q and k (768 -> 768) of 12 blocks is 12 * 2 * (4 * 768 + 768 * 4);
+    # SSF puts a scale and a shift on every InstanceNorm of the CNN decoder (found by type, not by role).
+    assert info["per_method"]["lora"] == 12 * 2 * (4 * 768 + 768 * 4)
+    with torch.device("meta"):
+        model = build_model("unetr", "paper")
+    norms = [m.num_features for n, m in model.named_modules()
+             if isinstance(m, nn.InstanceNorm3d) and not n.startswith("vit")]
+    assert len(norms) > 10 and info["per_method"]["ssf"] == 2 * sum(norms)
     assert info["spec"] == "encoder=lora:r=4,decoder=ssf,bitfit"
 
 

@@ -195,3 +195,40 @@ def test_tensorboard_gets_every_epoch_when_installed(tmp_path: Path, datalist: P
     history = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(t, v, s) for t, v, s in logged if t == "loss"] == [("loss", h["loss"], h["epoch"]) for h in history]
     assert {t for t, _, _ in logged} >= {"loss", "lr", "val_psnr", "val_ssim", "val_nrmse"}
+
+
+def test_optimiser_has_one_group_per_method_at_its_own_rate(tmp_path: Path, datalist: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from petite.peft.paper import method_hparams, recommended_hparams
+    from petite.peft import Spec
+
+    built = []
+    original = train_module.make_step
+
+    def spy(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(train_module, "make_step", spy)
+    pre = tmp_path / "pre"
+    common = ["--datalist", datalist, "--model", "unetr", "--preset", "tiny", "--batch-size", "2", "--quiet"]
+    assert run_cli(["pretrain", *common, "--epochs", "1", "--out", pre]).code == 0
+    spec = "encoder=adapter,decoder=ssf,bitfit"
+    for policy in ("per-method", "paper"):
+        out = tmp_path / policy
+        assert run_cli(["finetune", *common, "--init", pre, "--spec", spec, "--epochs", "1", "--lr-policy", policy,
+                        "--out", out]).code == 0
+        step = built[-1]
+        groups = {g["method"]: g for g in step.optimizers["model"].param_groups}
+        assert set(groups) == {"adapter", "ssf", "bitfit"}
+        # The optimiser holds exactly the trainable set.
+        held = [id(p) for g in groups.values() for p in g["params"]]
+        assert sorted(held) == sorted(id(p) for p in step.model.parameters() if p.requires_grad)
+        column = recommended_hparams("unetr", Spec.parse(spec))
+        for method, group in groups.items():
+            want = method_hparams("unetr", method) if policy == "per-method" else column
+            assert group["initial_lr"] == want["lr"] and group["weight_decay"] == want["weight_decay"], method
+        recorded = json.loads((out / "final.json").read_text())["hparams"]["param_groups"]
+        assert {g["method"]: g["weight_decay"] for g in recorded} == {m: g["weight_decay"] for m, g in groups.items()}
+    # Per method, SSF trains at its own 1e-2 while BitFit's biases keep 1e-3 (the paper's one column: both 1e-3).
+    assert {g["method"]: g["initial_lr"] for g in built[-2].optimizers["model"].param_groups}["ssf"] == 1e-2

@@ -29,6 +29,7 @@ def tiny(name: str, **overrides):
     return build_model(name, "tiny", **overrides)
 
 
+@pytest.mark.parametrize("name", ["unetr", "cvtgan", "swin_unetr"])
 def test_contract_attributes(name: str) -> None:
     model = tiny(name)
     # config is plain JSON and rebuilds the same architecture.
@@ -52,6 +53,8 @@ def test_contract_attributes(name: str) -> None:
         module = model.get_submodule(site)
         assert module.prompts is None and module.prompt_width > 0
 
+
+@pytest.mark.parametrize("name", ["unetr", "cvtgan", "swin_unetr"])
 def test_roles_match_the_layers_they_promise(name: str) -> None:
     model = tiny(name)
     modules = dict(model.named_modules())
@@ -72,6 +75,7 @@ def test_roles_match_the_layers_they_promise(name: str) -> None:
     for role, types in (("norm", NORM_TYPES), ("conv", CONV_TYPES)):
         wanted = {n for n in decoder if isinstance(modules[n], types)}
         assert wanted == set(role_modules(model, role, component="decoder")), role
+
 
 def test_unetr_roles_and_components_in_detail() -> None:
     model = tiny("unetr")

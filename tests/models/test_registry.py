@@ -40,11 +40,11 @@ def test_registry_lists_models_and_presets() -> None:
     "args",
     [("nope", "tiny", {}), ("unetr", "huge", {}), ("unetr", "tiny", {"bogus": 1}), ("unetr", "tiny", {"patch_size": 3})],
 )
-
 def test_bad_model_requests_are_user_errors(args) -> None:
     name, preset, overrides = args
     with pytest.raises(UserError):
         build_model(name, preset, **overrides)
+
 
 def test_paper_unetr_has_the_reference_parameter_count() -> None:
     with torch.device("meta"):
@@ -53,6 +53,7 @@ def test_paper_unetr_has_the_reference_parameter_count() -> None:
     assert counts["total"] == 101_670_049
     assert counts["components"]["encoder"] == 88_224_000
     assert counts["other"] == 0
+
 
 def test_paper_cvtgan_counts_are_within_one_percent() -> None:
     with torch.device("meta"):
@@ -66,10 +67,12 @@ def test_paper_cvtgan_counts_are_within_one_percent() -> None:
     assert counts["total"] == generator + discriminator
     assert sum(counts["components"].values()) + counts["other"] == counts["total"]
 
+
 def test_cli_model_info_json(capsys) -> None:
     assert run_cli(["model", "info", "unetr", "--preset", "paper", "--json"]).code == 0
     data = json.loads(capsys.readouterr().out)
     assert data == {"total": 101_670_049, "components": {"encoder": 88_224_000, "decoder": 13_446_049}}
+
 
 def test_cli_model_info_text_and_errors(capsys) -> None:
     assert run_cli(["model", "info", "cvtgan", "--preset", "tiny"]).code == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import pytest
 import torch
 import torch.nn as nn
@@ -23,6 +24,7 @@ def tiny(name: str, **overrides):
     return build_model(name, "tiny", **overrides)
 
 
+@pytest.mark.parametrize("shape", [(64, 64, 32), (40, 36, 20)])
 def test_swin_unetr_any_shape(shape) -> None:
     model = tiny("swin_unetr").eval()
     with torch.no_grad():

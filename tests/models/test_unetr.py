@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import pytest
 import torch
 import torch.nn as nn
@@ -35,6 +36,7 @@ def test_no_dead_parameters_in_unetr() -> None:
     dead = [n for n, p in model.named_parameters() if p.grad is None]
     assert dead == []
 
+
 def test_skip_layers_scale_with_depth() -> None:
     assert skip_layers(12) == (3, 6, 9)
     assert skip_layers(4) == (1, 2, 3)
@@ -42,21 +44,28 @@ def test_skip_layers_scale_with_depth() -> None:
     with pytest.raises(UserError):
         build_model("unetr", "tiny", num_layers=2)
 
+
+@pytest.mark.parametrize("crop", [(64, 64, 64), (64, 64, 32)])
 def test_unetr_keeps_the_crop_shape(crop) -> None:
     model = tiny("unetr", img_size=list(crop)).eval()
     with torch.no_grad():
         assert model(torch.rand(2, 1, *crop)).shape == (2, 1, *crop)
 
+
+@pytest.mark.parametrize("patch", [4, 16])
 def test_unetr_other_patch_sizes(patch: int) -> None:
     model = tiny("unetr", patch_size=patch, img_size=[32, 32, 32]).eval()
     with torch.no_grad():
         assert model(torch.rand(1, 1, 32, 32, 32)).shape == (1, 1, 32, 32, 32)
+
 
 def test_unetr_rejects_other_sizes_with_a_hint() -> None:
     model = tiny("unetr")
     with pytest.raises(UserError, match="sliding_window_inference"):
         model(torch.rand(1, 1, 64, 64, 32))
 
+
+@pytest.mark.parametrize("grid,crop", [((128, 128, 63), (64, 64, 32)), ((128, 128, 90), (64, 64, 64))])
 def test_unetr_whole_volume_by_sliding_window(grid, crop) -> None:
     model = tiny("unetr", img_size=list(crop)).eval()
     with torch.no_grad():
@@ -64,6 +73,7 @@ def test_unetr_whole_volume_by_sliding_window(grid, crop) -> None:
         out = sliding_window_inference(torch.rand(1, 1, *grid), crop, sw_batch_size=8, predictor=model, overlap=0.0)
     assert out.shape == (1, 1, *grid)
     assert torch.isfinite(out).all()
+
 
 def test_monai_fused_qkv_weights_reproduce_monai_unetr() -> None:
     from monai.networks.nets import UNETR as MonaiUNETR
@@ -86,6 +96,7 @@ def test_monai_fused_qkv_weights_reproduce_monai_unetr() -> None:
     assert torch.equal(ours.vit.blocks[0].attn.to_v.weight, fused[64:])
     with pytest.raises(UserError):
         load_monai_unetr_state_dict(tiny("unetr"), reference.state_dict())
+
 
 def test_unetr_vpt_prompt_site() -> None:
     model = tiny("unetr", img_size=[32, 32, 32]).eval()

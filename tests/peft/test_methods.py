@@ -133,8 +133,14 @@ def test_identity_at_init(bases: dict, model_name: str, method: str) -> None:
         y_init = model(x)
     if "vpt" not in Spec.parse(method).to_string():
         assert (y_init - y_base).abs().max().item() <= 1e-6
-    else:  # VPT's prompts change the attention from the start (documented).
-        assert (y_init - y_base).abs().max().item() > 0
+    else:
+        # VPT's prompts change the attention from the start (documented), and only they do: without
+        # them the PEFT'd model is the base model again, bit for bit.
+        assert (y_init - y_base).abs().max().item() > 1e-4 * y_base.abs().max().item()
+        for site in model.peft_roles["prompt_site"]:
+            model.get_submodule(site).prompts = None
+        with torch.no_grad():
+            assert torch.equal(model(x), y_base)
 
 
 @pytest.mark.parametrize(("model_name", "method"), CASES)
@@ -151,7 +157,7 @@ def test_every_trained_tensor_gets_a_gradient(bases: dict, model_name: str, meth
 
 
 @pytest.mark.parametrize(("model_name", "method"), CASES)
-def test_optimiser_steps_change_exactly_the_trained_tensors(bases: dict, model_name: str, method: str) -> None:
+def test_optimiser_steps_leave_every_frozen_tensor_untouched(bases: dict, model_name: str, method: str) -> None:
     model, x, _, state = pruned(bases, model_name, method)
     base_params = {n: p.detach().clone() for n, p in fresh(bases, model_name)[0].named_parameters()}
     torch.manual_seed(1)
@@ -164,12 +170,11 @@ def test_optimiser_steps_change_exactly_the_trained_tensors(bases: dict, model_n
         if step == 1:  # LoRA's A has a gradient once B has left zero (and moves at this step).
             assert check_gradients(model, nonzero=True) == []
         opt.step()
+    # Frozen tensors stay bit-identical.  (That trained tensors *learn* is tested on a pre-trained model in
+    # test_learning.py: Adam moves any tensor with a round-off gradient, so "it changed" proves nothing.)
     for n, p in model.named_parameters():
-        changed = not torch.equal(p.detach(), before[n])
-        if n in state.trainable:
-            assert changed, f"trainable {n} did not change"
-        else:
-            assert not changed, f"frozen {n} changed"
+        if n not in state.trainable:
+            assert torch.equal(p.detach(), before[n]), f"frozen {n} changed"
             assert torch.equal(p.detach(), base_params[base_name(n)]), f"base weight {n} changed"
 
 

@@ -1,4 +1,4 @@
-"""`petite peft` commands: inspect PEFT specs on the models (parameter counts, Mix-PEFT combos)."""
+"""`petite peft` commands: inspect PEFT specs on the models (parameter counts, Mix-PEFT combos, the probe)."""
 
 from __future__ import annotations
 
@@ -90,3 +90,37 @@ def combos_cmd(model: str, preset: str, as_json: bool) -> None:
     for s in specs:
         click.echo(s)
     click.echo(f"{len(specs)} combinations")
+
+
+@peft_group.command("probe")
+@click.option("--init", required=True, help="Pre-trained model: a run folder or a checkpoint.")
+@click.option("--datalist", required=True, type=click.Path(dir_okay=False), help="Datalist of the target scanner.")
+@click.option("--spec", "-s", "spec_text", required=True, help="PEFT spec, preset or YAML file.")
+@click.option("--split", default="finetune_train", show_default=True, help="Split the crops come from.")
+@click.option("--crops", type=int, default=2, show_default=True, help="Training crops in the probe's batch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def probe_cmd(init: str, datalist: str, spec_text: str, split: str, crops: int, seed: int, device: str,
+              as_json: bool) -> None:
+    """Before training: how much gradient each method of a spec gets on a pre-trained model.
+
+    Prints, per method and component, the trained tensors, their share of the whole model's
+    gradient norm and their gradient per parameter relative to the model's; the attention
+    entropy of every transformer block against the uniform maximum; and a warning for every
+    method that cannot move the model (for example LoRA on query/key where attention is uniform).
+    """
+    from petite.atomic import to_jsonable
+    from petite.engine.preflight import preflight
+    from petite.peft.probe import format_probe
+
+    result = preflight(init, datalist, _load_spec(spec_text), split=split, crops=crops, seed=seed, device=device)
+    if as_json:
+        click.echo(json.dumps(to_jsonable(result)))
+        return
+    info = result["summary"]
+    click.echo(f"{result['model']['name']} ({result['model'].get('preset')})  spec: {result['spec']}  "
+               f"trainable {info['trainable']:,} = {info['percent']:.3f} %  loss {result['loss']:.4g}")
+    if result["dead"]:
+        click.echo(f"frozen (no gradient reaches them): {len(result['dead'])} tensors")
+    click.echo(format_probe(result))

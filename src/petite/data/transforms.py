@@ -225,3 +225,15 @@ def make_dataset(
     return CacheDataset(
         data=items, transform=transform, cache_rate=cache_rate, num_workers=max(num_workers, 1), progress=False
     )
+
+
+def draw_item(dataset: Any, index: int, seed: int) -> dict[str, Any]:
+    """Item ``index`` of a training dataset, its random crop drawn from ``seed`` (reproducible, resumable)."""
+    dataset.transform.set_random_state(seed=seed % 2**32)
+    return dataset[index]
+
+
+def draw_batch(dataset: Any, size: int, seed: int) -> dict[str, torch.Tensor]:
+    """``size`` training crops (items taken in turn, crops drawn from ``seed + k``) stacked as ``short``/``long``."""
+    items = [draw_item(dataset, k % len(dataset), seed + k) for k in range(size)]
+    return {key: torch.stack([item[key] for item in items]) for key in ("short", "long")}

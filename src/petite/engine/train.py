@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from petite.atomic import write_json, write_text
 from petite.data.datalist import read_datalist
-from petite.data.transforms import make_dataset, split_crop_size
+from petite.data.transforms import draw_batch, draw_item, make_dataset, split_crop_size
 from petite.device import resolve_device
 from petite.engine.config import TrainConfig
 from petite.engine.distributed import barrier, process_group
@@ -51,6 +51,7 @@ from petite.models import build_model, load_model, save_model
 from petite.models.contract import WHOLE_MODEL, component_modules
 from petite.peft import Spec, apply_spec, recommended_hparams, save_adapter
 from petite.peft.accounting import prune_dead
+from petite.peft.probe import probe
 from petite.peft.accounting import summary as peft_summary
 
 log = logging.getLogger("petite.train")
@@ -124,12 +125,6 @@ def _batches(n_items: int, cfg: TrainConfig, epoch: int, rank: int, world: int) 
     return [batch[rank::world] for batch in batches]
 
 
-def _sample(dataset: Any, index: int, seed: int) -> dict[str, Any]:
-    """One training item whose random crop is drawn from ``seed``."""
-    dataset.transform.set_random_state(seed=seed % 2**32)
-    return dataset[index]
-
-
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run ``cfg`` into its run folder (see the module docstring); returns ``final.json``'s content."""
     rank, world = process_group()
@@ -153,6 +148,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     train_set = make_dataset(datalist, cfg.train_split, train=True, cache_rate=cfg.cache_rate, crop_size=crop) if cfg.epochs else None
 
     # What trains: everything when pre-training; the spec's tensors when fine-tuning.
+    model.to(device)
+    preflight: dict[str, Any] | None = None
     if pretraining:
         model.requires_grad_(True)
         peft = None
@@ -160,17 +157,26 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
         percent = 100.0
     else:
         peft = apply_spec(model, spec)
-        if train_set is not None and not spec.full:
-            # A PEFT tensor that cannot move the output is neither trained nor counted (BRIEF
-            # section 9); probed on a real training crop, as data decide what is dead.
+        if train_set is not None and not spec.is_empty:
             # One training batch, in training mode: BatchNorm then sees what training shows it.
-            crops = [_sample(train_set, i % len(train_set), cfg.seed + i)["short"] for i in range(cfg.batch_size)]
-            dead = prune_dead(model, torch.stack(crops))
-            if dead:
-                log.info("froze %d tensors that get no gradient: %s", len(dead), ", ".join(dead[:5]))
+            batch = {k: v.to(device) for k, v in draw_batch(train_set, cfg.batch_size, cfg.seed).items()}
+            if not spec.full:
+                # A PEFT tensor that cannot move the output is neither trained nor counted (BRIEF
+                # section 9); probed on real training crops, as data decide what is dead.
+                dead = prune_dead(model, batch["short"])
+                if dead:
+                    log.info("froze %d tensors that get no gradient: %s", len(dead), ", ".join(dead[:5]))
         info = peft_summary(model, peft)
         trainable, percent = info["trainable"], info["percent"]
-    model.to(device)
+    # One optimiser group per method, each with its own learning rate and weight decay.
+    groups = parameter_groups(model, _trained_labels(model, peft), model.config["name"], policy=cfg.lr_policy,
+                              column=table, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if peft is not None and groups and train_set is not None:
+        # How much each method can move this model (petite peft probe): a method that cannot is
+        # reported before any time is spent training it.
+        preflight = probe(model, peft, batch["short"], batch["long"], {g["method"]: g["lr"] for g in groups})
+        for warning in preflight["warnings"]:
+            log.warning("%s", warning)
     roi = inference_roi(model, crop)
 
     if cfg.epochs and trainable == 0:
@@ -178,8 +184,6 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     has_val = bool(datalist.get(cfg.val_split))
     steps_per_epoch = len(_batches(len(train_set), cfg, 0, rank, world)) if train_set is not None else 0
     # The GAN's discriminator trains in pre-training and full fine-tuning, never under PEFT.
-    groups = parameter_groups(model, _trained_labels(model, peft), model.config["name"], policy=cfg.lr_policy,
-                              column=table, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = make_step(model, cfg, groups, steps_per_epoch * cfg.epochs, device, world, train_discriminator=spec.full) \
         if cfg.epochs else None
     if step is None and is_gan(model):
@@ -215,7 +219,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
             losses = []
             for batch in _batches(len(train_set), cfg, epoch, rank, world):
                 crop_seed = (cfg.seed * 100_003 + epoch) * 10_007
-                items = [_sample(train_set, index, crop_seed + position) for position, index in batch]
+                items = [draw_item(train_set, index, crop_seed + position) for position, index in batch]
                 short = torch.stack([item["short"] for item in items]).to(device)
                 long = torch.stack([item["long"] for item in items]).to(device)
                 ts = time.perf_counter()
@@ -286,6 +290,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
                     "source": table["source"],
                     "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in groups]},
         "crop_size": list(crop),
+        "probe": preflight,
     }
     write_json(run.final, final)
     return final

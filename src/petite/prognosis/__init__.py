@@ -7,6 +7,7 @@ PEMMA's second task (BRIEF section 7), one job per module:
 - :mod:`~petite.prognosis.cox`: the Cox partial-likelihood loss and Breslow's baseline hazard;
 - :mod:`~petite.prognosis.survival_head`: the small risk network and its full-batch training;
 - :mod:`~petite.prognosis.heads`: trained heads (one per seed) with their input preparation;
+- :mod:`~petite.prognosis.estimator`: the same as a scikit-survival-style estimator (``fit``/``predict``/``score``);
 - :mod:`~petite.prognosis.metrics`: C-index, Brier score and IBS, Kaplan-Meier, log-rank;
 - :mod:`~petite.prognosis.plots`: the Kaplan-Meier figure of predicted risk groups;
 - :mod:`~petite.prognosis.evaluation`: every measure of trained heads on new patients;

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -226,7 +227,10 @@ class Lora(Method):
             use_dora=self.use_dora, bias="none",
         )
         before = {id(p) for p in model.parameters()}
-        inject_adapter_in_model(hf, model, adapter_name=adapter)
+        with warnings.catch_warnings():
+            # A second component's injection is intended (same adapter name, disjoint layers).
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            inject_adapter_in_model(hf, model, adapter_name=adapter)
         new = [p for p in model.parameters() if id(p) not in before]
         wrapped = {n for n, m in model.named_modules() if is_peft_lora(m)}
         missing = [n for n in names if n not in wrapped]
