@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
+from petite.data.masks import head_mask
 from petite.data.nifti import make_affine, save_volume
 from petite.metrics import compute_metrics, nrmse, psnr, scale_unit, ssim
 from tests.cli_runner import run_cli
@@ -98,21 +99,36 @@ def test_compute_metrics_accepts_tensors_and_items() -> None:
 
 def test_metrics_cli_scales_and_matches_library(tmp_path, capsys) -> None:
     pred, target = _noisy_smooth((20, 18, 16), 9)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in pred.shape], indexing="ij"))
+    ball = ((grid**2).sum(0) < 0.7).astype(np.float64)  # a head in an empty background
+    pred, target = pred * ball, target * ball
     affine = make_affine((2.0, 2.0, 2.0), pred.shape)
-    # Raw intensities on different scales: the CLI must scale each by its own min/max.
-    save_volume(tmp_path / "pred.nii.gz", 7000 * pred + 10, affine)
+    # A prediction in the target's units: the CLI must not rescale it by its own range.
+    save_volume(tmp_path / "pred.nii.gz", 300 * pred + 1, affine)
     save_volume(tmp_path / "target.nii.gz", 300 * target + 1, affine)
     code, out, _ = run_cli(["metrics", str(tmp_path / "pred.nii.gz"), str(tmp_path / "target.nii.gz"), "--json"], capsys)
     assert code == 0
     result = json.loads(out)
-    assert list(result) == ["psnr", "ssim", "nrmse"]
-    expected = compute_metrics(scale_unit(7000 * pred.astype(np.float32) + 10), scale_unit(300 * target.astype(np.float32) + 1))
+    target32 = (300 * target + 1).astype(np.float32)
+    expected = compute_metrics((300 * pred + 1).astype(np.float32), target32, mask=head_mask(target32))
+    assert set(result) == set(expected) >= {"psnr", "ssim", "nrmse", "psnr_masked", "ssim_masked", "background"}
     for key in expected:
         assert result[key] == pytest.approx(expected[key], rel=1e-4)
+    # On the target's [0, 1] scale these are the paper's numbers (skimage, data range 1).
+    assert result["psnr"] == pytest.approx(peak_signal_noise_ratio(scale_unit(target32), (300 * pred + 1 - target32.min())
+                                                                   / (target32.max() - target32.min()), data_range=1.0),
+                                           rel=1e-4)
+    # A prediction with another gain is worse, not rescaled away (the old default scaled each by its own range).
+    save_volume(tmp_path / "gain.nii.gz", 1.5 * (300 * pred + 1), affine)
+    code, out, _ = run_cli(["metrics", str(tmp_path / "gain.nii.gz"), str(tmp_path / "target.nii.gz"), "--json"], capsys)
+    assert json.loads(out)["psnr_masked"] < result["psnr_masked"] - 3
+    code, out, _ = run_cli(["metrics", str(tmp_path / "gain.nii.gz"), str(tmp_path / "target.nii.gz"), "--json",
+                            "--scale-each"], capsys)
+    assert json.loads(out)["psnr"] == pytest.approx(result["psnr"], abs=0.5)
 
-    argv = ["metrics", str(tmp_path / "pred.nii.gz"), str(tmp_path / "target.nii.gz"), "--no-scale", "--ssim-window", "gaussian"]
+    argv = ["metrics", str(tmp_path / "pred.nii.gz"), str(tmp_path / "target.nii.gz"), "--ssim-window", "gaussian"]
     code, out, _ = run_cli(argv, capsys)
-    assert code == 0 and "PSNR" in out and "SSIM" in out and "NRMSE" in out
+    assert code == 0 and "PSNR" in out and "SSIM" in out and "NRMSE" in out and "head" in out
 
 
 def test_metrics_cli_shape_mismatch(tmp_path, capsys) -> None:
@@ -121,3 +137,20 @@ def test_metrics_cli_shape_mismatch(tmp_path, capsys) -> None:
     code, out, err = run_cli(["metrics", str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")], capsys)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "a.nii.gz" in err and "shape" in err
+
+
+def test_masked_metrics_agree_with_scikit_image_on_the_head_voxels() -> None:
+    pred, target = _noisy_smooth((24, 22, 20), 11)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in target.shape], indexing="ij"))
+    mask = (grid**2).sum(0) < 0.5
+    pred, target = 5 * pred + 2, 5 * target + 2  # in "scan units": compute_metrics maps both by the target's range
+    got = compute_metrics(pred, target, mask=mask)
+    lo, hi = target.min(), target.max()
+    p, t = (pred - lo) / (hi - lo), (target - lo) / (hi - lo)
+    assert got["psnr_masked"] == pytest.approx(peak_signal_noise_ratio(t[mask], p[mask], data_range=1.0), rel=1e-9)
+    assert got["nrmse_masked"] == pytest.approx(np.sqrt(np.mean((p[mask] - t[mask]) ** 2)), rel=1e-9)
+    _, full = structural_similarity(t, p, win_size=7, data_range=1.0, K1=0.01, K2=0.03, full=True)
+    inner = (slice(3, -3),) * 3
+    assert got["ssim_masked"] == pytest.approx(full[inner][mask[inner]].mean(), rel=1e-6)
+    assert got["background"] == pytest.approx(p[~mask].mean(), rel=1e-9)
+    assert got["psnr"] == pytest.approx(peak_signal_noise_ratio(t, p, data_range=1.0), rel=1e-9)

@@ -1,7 +1,15 @@
-"""Image-quality metrics for PET-to-PET restoration: PSNR, SSIM (3D) and NRMSE.
+"""Image-quality metrics for PET-to-PET restoration: PSNR, SSIM (3D) and NRMSE, whole-volume and in the head.
 
-They follow the reference code of the paper (BRIEF section 3) and agree with
-scikit-image configured the same way (``tests/test_metrics.py`` checks it):
+:func:`compute_metrics` is what every evaluation in petite reports.  Prediction
+and target are in the **target's units** (a prediction is never rescaled by its
+own range); both are mapped by the target's min-max to the target's [0, 1]
+scale, which is the paper's scale, and the metrics below are computed there,
+over the whole volume (the paper's numbers, background included) and inside a
+head mask (:func:`petite.data.masks.head_mask` of the target: what a reader of
+the scan looks at), plus the prediction's mean in the background.
+
+The individual metrics follow the reference code of the paper (BRIEF section 3)
+and agree with scikit-image configured the same way (``tests/test_metrics.py``):
 
 * **PSNR** ``= 10 log10(data_range**2 / MSE)`` over the whole volume, background
   included.  Volumes are expected on the [0, 1] scale the pipeline works on, so
@@ -115,13 +123,15 @@ def ssim(
     k2: float = SSIM_K2,
     sigma: float = GAUSSIAN_SIGMA,
     sample_covariance: bool = True,
+    mask: Any = None,
 ) -> float:
     """Mean structural similarity of two 3D (or 2D) volumes.
 
     See the module docstring for the exact definition.  ``data_range=None``
     uses ``target.max()`` as the reference code does.  The mean is over the
     interior, ``(win_size - 1) // 2`` voxels away from every border, so every
-    axis must be at least ``win_size`` long.
+    axis must be at least ``win_size`` long; with a boolean ``mask`` of the
+    volume's shape, over the interior voxels inside the mask.
     """
     p, t = _pair(pred, target)
     if window not in WINDOWS:
@@ -161,26 +171,43 @@ def ssim(
 
     num = (2.0 * ux * uy + c1) * (2.0 * vxy + c2)
     den = (ux * ux + uy * uy + c1) * (vx + vy + c2)
-    return float(np.mean(num / den))
+    if mask is None:
+        return float(np.mean(num / den))
+    inside = np.asarray(as_volume(mask), dtype=bool)[inner]
+    if not inside.any():
+        raise ValueError("the mask holds no voxel of the SSIM interior")
+    return float(np.mean((num / den)[inside]))
 
 
-def compute_metrics(
-    pred: Any,
-    target: Any,
-    ssim_window: Window = "uniform",
-    data_range: float | None = 1.0,
-) -> dict[str, float]:
-    """PSNR, SSIM and NRMSE of ``pred`` against ``target`` as ``{"psnr", "ssim", "nrmse"}``.
+def compute_metrics(pred: Any, target: Any, mask: Any = None, ssim_window: Window = "uniform") -> dict[str, float]:
+    """PSNR, SSIM and NRMSE of ``pred`` against ``target``, both in the target's units.
 
-    ``data_range`` is PSNR's peak (1 for [0, 1]-scaled volumes, ``None`` for
-    the target's range); SSIM always uses the target's maximum.
+    Both are mapped by the target's min-max to the target's [0, 1] scale (the paper's
+    scale; on an already [0, 1]-scaled target this changes nothing), then PSNR (peak 1),
+    SSIM (data range 1) and NRMSE are computed over the whole volume: ``psnr``, ``ssim``,
+    ``nrmse``.  With a boolean ``mask`` (the head), the same inside it (``psnr_masked``,
+    ``ssim_masked``, ``nrmse_masked``) and the prediction's mean outside it
+    (``background``, on the same scale: 0 is the target's minimum; NaN if the mask is everything).
     """
     p, t = _pair(pred, target)
-    return {
-        "psnr": psnr(p, t, data_range=data_range),
-        "ssim": ssim(p, t, window=ssim_window),
-        "nrmse": nrmse(p, t),
-    }
+    lo, hi = float(t.min()), float(t.max())
+    if hi == lo:
+        raise ValueError("the metrics are undefined for a constant target")
+    p, t = (p - lo) / (hi - lo), (t - lo) / (hi - lo)
+    out = {"psnr": psnr(p, t, data_range=1.0), "ssim": ssim(p, t, window=ssim_window, data_range=1.0),
+           "nrmse": nrmse(p, t)}
+    if mask is not None:
+        m = np.asarray(as_volume(mask), dtype=bool)
+        if m.shape != t.shape:
+            raise ValueError(f"mask shape {m.shape} differs from the volumes' {t.shape}")
+        if not m.any():
+            raise ValueError("the head mask holds no voxel")
+        err = float(np.mean((p[m] - t[m]) ** 2))
+        out["psnr_masked"] = float("inf") if err == 0 else float(-10.0 * np.log10(err))
+        out["ssim_masked"] = ssim(p, t, window=ssim_window, data_range=1.0, mask=m)
+        out["nrmse_masked"] = float(np.sqrt(err))
+        out["background"] = float(p[~m].mean()) if not m.all() else float("nan")
+    return out
 
 
 def scale_unit(x: Any) -> np.ndarray:

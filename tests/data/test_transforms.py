@@ -49,7 +49,7 @@ def test_frames_give_first_frame_and_mean(tmp_path) -> None:
     rng = np.random.default_rng(0)
     frames = (rng.gamma(2.0, 50.0, size=(14, 12, 10, 6)) + 5).astype(np.float32)
     path = _datalist(tmp_path, {"s0": {"frames": frames}})
-    item = make_dataset(path, "finetune_train", train=False)[0]
+    item = make_dataset(path, "finetune_train", train=False, normalise="paper")[0]
     assert item["subject"] == "s0"
     for key in ("short", "long"):
         assert isinstance(item[key], torch.Tensor) and item[key].dtype == torch.float32
@@ -65,6 +65,34 @@ def test_frames_give_first_frame_and_mean(tmp_path) -> None:
     assert "frames" not in item
 
 
+def test_input_mode_divides_both_scans_by_the_short_scans_head_mean(tmp_path) -> None:
+    """The default normalisation keeps the input-to-target gain (here 1.5) and the units come back exactly."""
+    from petite.data.masks import head_mask
+
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 24)] * 3, indexing="ij"))
+    head = ((grid**2).sum(0) < 0.6).astype(np.float32)
+    rng = np.random.default_rng(3)
+    short = (head * (4 + rng.random(head.shape))).astype(np.float32)
+    long = 1.5 * short
+    path = _datalist(tmp_path, {"p": {"short": short, "long": long}})
+    item = make_dataset(path, "finetune_train", train=False)[0]
+    factor = float(short[head_mask(short)].mean())
+    assert item["short_scale"] == pytest.approx(factor, rel=1e-6) == item["long_scale"]
+    assert item["short_offset"] == item["long_offset"] == 0.0
+    np.testing.assert_allclose(item["long"][0].numpy(), 1.5 * item["short"][0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(item["short"][0].numpy() * item["short_scale"], short, rtol=1e-5, atol=1e-5)
+    # The paper's mode scales each scan by its own range: the gain of 1.5 disappears.
+    paper = make_dataset(path, "finetune_train", train=False, normalise="paper")[0]
+    np.testing.assert_allclose(paper["long"][0].numpy(), paper["short"][0].numpy(), atol=1e-5)
+
+
+def test_constant_input_is_refused_naming_the_subject(tmp_path) -> None:
+    flat = np.full((12, 12, 12), 3.0, dtype=np.float32)
+    path = _datalist(tmp_path, {"flat": {"short": flat, "long": flat}})
+    with pytest.raises(UserError, match="subject flat.*constant"):
+        make_dataset(path, "finetune_train", train=False)[0]
+
+
 def test_pairs_scaled_each_by_own_range_and_oriented_to_ras(tmp_path) -> None:
     rng = np.random.default_rng(1)
     short = rng.random((10, 9, 8)).astype(np.float32) * 3 + 1
@@ -73,7 +101,7 @@ def test_pairs_scaled_each_by_own_range_and_oriented_to_ras(tmp_path) -> None:
     affine = make_affine((2.0, 2.0, 2.0), short.shape)
     affine[0, 0] = -2.0
     path = _datalist(tmp_path, {"p": {"short": short, "long": long}}, affine=affine)
-    item = eval_transforms()(read_datalist(path)["finetune_train"][0])
+    item = eval_transforms("paper")(read_datalist(path)["finetune_train"][0])
     np.testing.assert_allclose(item["short"][0].numpy(), _unit(short)[::-1], atol=1e-6)
     np.testing.assert_allclose(item["long"][0].numpy(), item["short"][0].numpy(), atol=1e-5)  # same after scaling
     assert float(item["short"].affine[0, 0]) > 0
@@ -87,7 +115,7 @@ def test_training_crops_thin_normal_and_tiny(tmp_path) -> None:
         folder = tmp_path / name
         short = rng.random(shape).astype(np.float32) + 0.5
         path = _datalist(folder, {"a": {"short": short, "long": 3 * short}, "b": {"short": short[::-1].copy(), "long": 2 * short[::-1]}})
-        dataset = make_dataset(path, "finetune_train", train=True, cache_rate=1.0)
+        dataset = make_dataset(path, "finetune_train", train=True, cache_rate=1.0, normalise="paper")
         for item in (dataset[0], dataset[1]):
             assert tuple(item["short"].shape) == (1, *expected[name]), name
             assert tuple(item["long"].shape) == (1, *expected[name])

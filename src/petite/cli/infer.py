@@ -26,15 +26,18 @@ def evaluate_command(model_path: str, adapter: str | None, datalist: str, split:
     from petite.data.datalist import read_datalist
     from petite.device import resolve_device
     from petite.engine.evaluate import evaluate_split, write_results
-    from petite.engine.infer import inference_roi, load_predictor, run_crop_size
+    from petite.engine.infer import inference_roi, load_predictor, run_settings
 
     data = read_datalist(datalist)
+    settings = run_settings(model_path)
     model = load_predictor(model_path, adapter).to(resolve_device(device))
-    window = inference_roi(model, parse_size(roi, "--roi") or run_crop_size(model_path))
-    rows = evaluate_split(model, data, split, window, overlap, ssim_window=ssim_window)
+    window = inference_roi(model, parse_size(roi, "--roi") or settings["crop_size"])
+    rows = evaluate_split(model, data, split, window, overlap, normalise=settings["normalise"], ssim_window=ssim_window)
+    short = evaluate_split(None, data, split, window, normalise=settings["normalise"], progress=False)
     summary = write_results(out, rows)
-    for row in rows:
-        click.echo(f"{row['subject']}: PSNR {row['psnr']:.3f}  SSIM {row['ssim']:.4f}  NRMSE {row['nrmse']:.4f}")
+    for row, ref in zip(rows, short):
+        click.echo(f"{row['subject']}: PSNR in the head {row['psnr_masked']:.3f} dB (short scan {ref['psnr_masked']:.3f})"
+                   f"  SSIM {row['ssim_masked']:.4f}  whole volume: PSNR {row['psnr']:.3f}  SSIM {row['ssim']:.4f}")
     click.echo(json.dumps(summary, indent=2))
 
 
@@ -47,19 +50,16 @@ def evaluate_command(model_path: str, adapter: str | None, datalist: str, split:
 @click.option("--roi", help="Sliding-window size, e.g. 64,64,64.")
 @click.option("--overlap", default=0.5, show_default=True, type=float)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace outputs that exist (an output is never one of the inputs).")
 def predict_command(src: str, dst: str, model_path: str, adapter: str | None, no_merge: bool, roi: str | None,
-                    overlap: float, device: str) -> None:
+                    overlap: float, device: str, overwrite: bool) -> None:
     """Restore a short scan (SRC.nii.gz -> DST.nii.gz), or every NIfTI in folder SRC into folder DST.
 
-    The output keeps the input's affine and header and its intensity range.
+    The output keeps the input's affine, header and units.  Every input is checked before any
+    output is written; an existing output is refused without --overwrite.
     """
     from petite.device import resolve_device
-    from petite.engine.infer import (
-        inference_roi,
-        load_predictor,
-        predict_file,
-        run_crop_size,
-    )
+    from petite.engine.infer import check_outputs, inference_roi, load_predictor, predict_files, run_settings
     from petite.errors import UserError
 
     source = Path(src)
@@ -72,9 +72,10 @@ def predict_command(src: str, dst: str, model_path: str, adapter: str | None, no
         pairs = [(p, Path(dst) / p.name) for p in inputs]
     else:
         pairs = [(source, Path(dst))]
+    check_outputs(pairs, overwrite)
+    settings = run_settings(model_path)
     model = load_predictor(model_path, adapter, merged=not no_merge).to(resolve_device(device))
-    window = inference_roi(model, parse_size(roi, "--roi") or run_crop_size(model_path))
-    for s, d in pairs:
-        predict_file(model, s, d, window, overlap)
-        click.echo(f"{s} -> {d}")
+    window = inference_roi(model, parse_size(roi, "--roi") or settings["crop_size"])
+    predict_files(model, pairs, window, overlap, normalise=settings["normalise"], overwrite=overwrite,
+                  on_done=lambda s, d: click.echo(f"{s} -> {d}"))
 

@@ -19,10 +19,23 @@ def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--out", help="Run folder to create."),
         click.option("--model", help="unetr or cvtgan."),
         click.option("--preset", help="Model preset: paper, small or tiny."),
-        click.option("--epochs", type=int, help="Epochs (default: the paper's for this model and spec)."),
+        click.option("--max-steps", "--steps", "max_steps", type=int,
+                     help="Cap on optimisation steps; validation stops the run earlier (default: the paper's "
+                     "epochs as steps)."),
+        click.option("--epochs", type=int, help="The cap given in epochs (passes over the training subjects)."),
+        click.option("--val-every", type=int, help="Validate every N steps (default: one pass over the training subjects)."),
+        click.option("--patience", type=int, help="Stop after N validations without improvement (default 10; 0: "
+                     "train to the cap)."),
+        click.option("--min-delta", type=float, help="Improvement in validation masked PSNR (dB) that counts."),
+        click.option("--normalise", type=click.Choice(["input", "paper"]),
+                     help="input (default): one factor from the short scan divides both scans; paper: each volume "
+                     "min-max scaled to [0, 1] (the paper's protocol, which invents a per-scanner gain)."),
+        click.option("--residual", is_flag=True, default=None,
+                     help="UNETR (pre-training): predict a correction added to the input, as the CVT-GAN does."),
         click.option("--batch-size", type=int),
-        click.option("--lr", type=float, help="Learning rate of every trained tensor (default: each PEFT method's "
-                     "own value from the paper's Table 3)."),
+        click.option("--lr", help="Learning rate of every trained tensor (default: each PEFT method's own value "
+                     "from the paper's Table 3), or 'auto': a multiplier of those chosen on validation."),
+        click.option("--warmup", type=float, help="warmup-cosine: fraction of the steps with a rising learning rate."),
         click.option("--weight-decay", type=float, help="Weight decay of every trained tensor (default: per method)."),
         click.option("--lr-policy", type=click.Choice(["per-method", "paper"]),
                      help="Without --lr: per-method (each method's Table 3 values, BitFit's biases at BitFit's) "
@@ -31,7 +44,6 @@ def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--schedule", type=click.Choice(["cosine", "warmup-cosine", "constant"])),
         click.option("--crop", "crop_size", help="Training crop, e.g. 64,64,32 (default: from the volumes)."),
         click.option("--samples-per-volume", type=int, help="Random crops per training volume per epoch."),
-        click.option("--val-every", type=int, help="Validate every N epochs."),
         click.option("--seed", type=int),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"])),
         click.option("--no-amp", "amp", flag_value=False, default=None, help="Disable mixed precision on CUDA."),
@@ -46,6 +58,7 @@ def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run(config: str | None, resume: bool, overwrite: bool, quiet: bool, defaults: dict[str, Any] | None = None,
          **values: Any) -> None:
+    from petite.atomic import to_jsonable
     from petite.engine.config import TrainConfig
     from petite.engine.train import train
 
@@ -54,7 +67,10 @@ def _run(config: str | None, resume: bool, overwrite: bool, quiet: bool, default
     cfg = TrainConfig.load(config, defaults=defaults, **values)
     final = train(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
     if final:
-        click.echo(json.dumps({k: final[k] for k in ("spec", "trainable", "percent", "best_epoch", "test")}, indent=2))
+        keys = ("spec", "trainable", "percent", "steps", "stopped", "converged", "best_step", "test", "baselines")
+        click.echo(json.dumps(to_jsonable({k: final.get(k) for k in keys}), indent=2))
+        if "gate" in final:
+            click.echo(final["gate"]["verdict"])
 
 
 @cli.command("pretrain")

@@ -8,19 +8,18 @@ The chain, for an item ``{"subject", "short", "long"}`` or ``{"subject", "frames
 4. :class:`FramesToShortLongd`: ``short`` = frame 0, ``long`` = mean of the frames
    (the ADNI protocol, BRIEF section 2); pairs pass through unchanged;
 5. :class:`RecordRanged`: the original ``min``/``max`` of ``short`` and ``long`` are kept as
-   ``short_min``, ``short_max``, ``long_min``, ``long_max`` so a prediction on the
-   [0, 1] scale can be mapped back with :func:`unscale`;
-6. ``ScaleIntensityd(minv=0, maxv=1)``: each of ``short`` and ``long`` is min-max
-   scaled to [0, 1] by *its own* range.  This is the paper's pre-processing: it
-   removes the scanner- and dose-dependent intensity scale; metrics are computed
-   on this scale;
+   ``short_min``, ``short_max``, ``long_min``, ``long_max``;
+6. :class:`Normalised`: intensities normalised as :mod:`petite.data.normalise` says
+   (``input``, the default: both scans divided by one factor from the short scan;
+   ``paper``: each scan min-max scaled to [0, 1] by its own range), keeping
+   ``<key>_scale`` and ``<key>_offset`` so that ``scan = item * scale + offset``;
 7. training only: ``SpatialPadd`` (volumes smaller than the crop are zero-padded,
    zero being the scaled background) then ``RandSpatialCropd`` of ``crop_size``
    (the same box for ``short`` and ``long``); evaluation keeps whole volumes;
 8. ``EnsureTyped`` -> float32.
 
 Output items: ``short`` and ``long`` float32 tensors ``(1, D, H, W)``, ``subject``,
-and the four range keys.  :func:`make_dataset` wraps the chain in a MONAI
+the four range keys and the four normalisation keys.  :func:`make_dataset` wraps the chain in a MONAI
 ``CacheDataset``; everything before the random crop is cached.
 """
 
@@ -43,12 +42,12 @@ from monai.transforms import (
     MapTransform,
     Orientationd,
     RandSpatialCropd,
-    ScaleIntensityd,
     SpatialPadd,
 )
 
 from petite.data.datalist import PATH_KEYS, SPLITS, read_datalist
-from petite.errors import UserError
+from petite.data.normalise import check_mode, input_factor, scale_and_offset
+from petite.errors import UserError, user_error_in
 
 IMAGE_KEYS: tuple[str, str] = ("short", "long")
 DEFAULT_CROP: tuple[int, int, int] = (64, 64, 64)
@@ -127,7 +126,33 @@ def unscale(volume: Any, vmin: float, vmax: float) -> Any:
     return volume * (vmax - vmin) + vmin
 
 
-def _base_transforms() -> list[Any]:
+class Normalised(MapTransform):
+    """Normalise ``short`` and ``long`` as :mod:`petite.data.normalise` says, keeping ``<key>_scale``/``_offset``.
+
+    ``input`` mode: one factor from the short scan (its mean inside its head mask) divides both;
+    ``paper`` mode: each scan min-max scaled to [0, 1] by its own range.
+    """
+
+    def __init__(self, mode: str = "input", keys: KeysCollection = IMAGE_KEYS) -> None:
+        super().__init__(keys)
+        self.mode = check_mode(mode)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        short_key = self.keys[0]
+        source = d.get("subject")
+        factor = None
+        if self.mode == "input":
+            factor = input_factor(torch.as_tensor(d[short_key])[0].numpy(), f"subject {source}")
+        for key in self.key_iterator(d):
+            volume = d[key]
+            scale, offset = scale_and_offset(torch.as_tensor(volume).numpy(), self.mode, factor, f"subject {source}")
+            d[key] = (volume - offset) / scale
+            d[f"{key}_scale"], d[f"{key}_offset"] = scale, offset
+        return d
+
+
+def _base_transforms(normalise: str = "input") -> list[Any]:
     load_keys = [*IMAGE_KEYS, "frames"]
     return [
         LoadImaged(keys=load_keys, reader="NibabelReader", image_only=True, allow_missing_keys=True),
@@ -136,12 +161,12 @@ def _base_transforms() -> list[Any]:
         Orientationd(keys=load_keys, axcodes="RAS", labels=_RAS_LABELS, allow_missing_keys=True),
         FramesToShortLongd(),
         RecordRanged(keys=IMAGE_KEYS),
-        ScaleIntensityd(keys=IMAGE_KEYS, minv=0.0, maxv=1.0),
+        Normalised(normalise),
     ]
 
 
-def train_transforms(crop_size: Sequence[int] | None = None) -> Compose:
-    """Load, orient, derive short/long, scale to [0, 1], pad and randomly crop to ``crop_size``.
+def train_transforms(crop_size: Sequence[int] | None = None, normalise: str = "input") -> Compose:
+    """Load, orient, derive short/long, normalise, pad and randomly crop to ``crop_size``.
 
     ``crop_size=None`` uses 64^3; :func:`make_dataset` instead picks it from the
     volumes' shapes with :func:`choose_crop_size`.
@@ -149,7 +174,7 @@ def train_transforms(crop_size: Sequence[int] | None = None) -> Compose:
     crop = tuple(int(c) for c in (crop_size or DEFAULT_CROP))
     return Compose(
         [
-            *_base_transforms(),
+            *_base_transforms(normalise),
             SpatialPadd(keys=IMAGE_KEYS, spatial_size=crop, mode="constant"),
             RandSpatialCropd(keys=IMAGE_KEYS, roi_size=crop, random_size=False),
             EnsureTyped(keys=IMAGE_KEYS, dtype=torch.float32),
@@ -157,9 +182,9 @@ def train_transforms(crop_size: Sequence[int] | None = None) -> Compose:
     )
 
 
-def eval_transforms() -> Compose:
-    """Load, orient, derive short/long and scale to [0, 1]; whole volumes."""
-    return Compose([*_base_transforms(), EnsureTyped(keys=IMAGE_KEYS, dtype=torch.float32)])
+def eval_transforms(normalise: str = "input") -> Compose:
+    """Load, orient, derive short/long and normalise; whole volumes."""
+    return Compose([*_base_transforms(normalise), EnsureTyped(keys=IMAGE_KEYS, dtype=torch.float32)])
 
 
 def ras_shape(path: str | Path) -> tuple[int, int, int]:
@@ -192,6 +217,34 @@ def split_crop_size(datalist: Mapping[str, Any], split: str) -> tuple[int, ...]:
     return choose_crop_size(tuple(int(s) for s in smallest))
 
 
+class PetDataset(CacheDataset):
+    """MONAI's ``CacheDataset`` whose transforms' :class:`UserError` reaches the caller as itself.
+
+    MONAI wraps any exception raised inside a transform in ``RuntimeError("applying transform ...")``;
+    a constant volume or an empty head mask is the user's problem and must stay a one-line error.
+    """
+
+    def _load_cache_item(self, *args: Any, **kwargs: Any) -> Any:
+        with _unwrapped_user_errors():
+            return super()._load_cache_item(*args, **kwargs)
+
+    def _transform(self, index: int) -> Any:
+        with _unwrapped_user_errors():
+            return super()._transform(index)
+
+
+class _unwrapped_user_errors:  # noqa: N801 - a context manager used like a function
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None and not isinstance(exc, UserError):
+            found = user_error_in(exc)
+            if found is not None:
+                raise found from None
+        return False
+
+
 def make_dataset(
     datalist: Mapping[str, Any] | str | Path,
     split: str,
@@ -199,7 +252,8 @@ def make_dataset(
     cache_rate: float = 1.0,
     crop_size: Sequence[int] | None = None,
     num_workers: int = 0,
-) -> CacheDataset:
+    normalise: str = "input",
+) -> PetDataset:
     """A ``CacheDataset`` of one split of a datalist.
 
     ``datalist`` is a path or a dictionary as returned by
@@ -207,7 +261,8 @@ def make_dataset(
     selects random crops (of ``crop_size``, or chosen from the smallest volume
     of the split by :func:`choose_crop_size` when ``None``) or whole volumes.
     ``cache_rate`` is the fraction of items cached after the deterministic
-    transforms; ``num_workers`` threads fill the cache.
+    transforms; ``num_workers`` threads fill the cache.  ``normalise``: ``input``
+    or ``paper`` (:mod:`petite.data.normalise`).
     """
     if not isinstance(datalist, Mapping):
         datalist = read_datalist(datalist)
@@ -219,10 +274,10 @@ def make_dataset(
     if not items:
         raise UserError(f"split {split!r} of the datalist is empty")
     if train:
-        transform = train_transforms(crop_size or split_crop_size(datalist, split))
+        transform = train_transforms(crop_size or split_crop_size(datalist, split), normalise)
     else:
-        transform = eval_transforms()
-    return CacheDataset(
+        transform = eval_transforms(normalise)
+    return PetDataset(
         data=items, transform=transform, cache_rate=cache_rate, num_workers=max(num_workers, 1), progress=False
     )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -12,6 +14,7 @@ import torch.nn as nn
 from monai.inferers import sliding_window_inference
 
 from petite.data.nifti import load_volume, save_volume
+from petite.data.normalise import denormalise, input_factor, scale_and_offset
 from petite.documents import read_yaml
 from petite.errors import UserError
 from petite.models import load_model
@@ -61,7 +64,11 @@ def load_predictor(model_path: str | Path, adapter: str | Path | None = None, me
         config = read_yaml(run / "config.yaml", "run config")
         if not config.get("init"):
             raise UserError("run folder has neither model.safetensors nor a base checkpoint", run)
-        model_path = Path(config["init"])
+        # Stored relative to the run folder, so a run and its base can be moved together.
+        model_path = run / config["init"]
+        if not resolve_checkpoint(model_path).with_suffix(".json").is_file():
+            raise UserError(f"this run's base model {config['init']} (relative to the run folder) is missing: "
+                            f"move the run and its base together, or restore {model_path}", run)
         if adapter is None and (run / "adapter.safetensors").is_file():
             adapter = run
     model = load_model(resolve_checkpoint(model_path))
@@ -72,13 +79,17 @@ def load_predictor(model_path: str | Path, adapter: str | Path | None = None, me
     return model.eval()
 
 
-def run_crop_size(path: str | Path) -> tuple[int, int, int] | None:
-    """The training crop recorded by a run folder (its natural sliding-window size), else ``None``."""
+def run_settings(path: str | Path) -> dict[str, Any]:
+    """What a run folder says about inference: its training crop (the natural window) and its normalisation.
+
+    ``{"crop_size": (d, h, w) | None, "normalise": "input" | "paper"}``; a checkpoint that is not a run
+    folder gives no crop and the default normalisation.
+    """
     config = Path(path) / "config.yaml"
-    if not config.is_file():
-        return None
-    crop = (read_yaml(config, "run config") or {}).get("crop_size")
-    return tuple(int(c) for c in crop) if crop else None  # type: ignore[return-value]
+    values = (read_yaml(config, "run config") or {}) if config.is_file() else {}
+    crop = values.get("crop_size")
+    return {"crop_size": tuple(int(c) for c in crop) if crop else None,
+            "normalise": values.get("normalise", "input")}
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -94,30 +105,63 @@ def _to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return nib.orientations.apply_orientation(data, ornt), ornt
 
 
-def predict_file(
+@dataclass
+class _Input:
+    source: Path
+    destination: Path
+    ras: np.ndarray
+    affine: np.ndarray
+    ornt: np.ndarray
+    scale: float
+    offset: float
+
+
+def _read_input(src: Path, dst: Path, normalise: str) -> _Input:
+    data, affine = load_volume(src)
+    ras, ornt = _to_ras(data, affine)
+    factor = input_factor(ras, src) if normalise == "input" else None
+    scale, offset = scale_and_offset(ras, normalise, factor, src)
+    return _Input(src, dst, ras, affine, ornt, scale, offset)
+
+
+def check_outputs(pairs: Sequence[tuple[Path, Path]], overwrite: bool) -> None:
+    """Refuse an output that is an input (always) or that exists (unless ``overwrite``), before anything runs."""
+    sources = {p.resolve() for p, _ in pairs}
+    for src, dst in pairs:
+        if dst.resolve() in sources:
+            raise UserError(f"the output would overwrite an input ({src}); choose another output", dst)
+        if dst.exists() and not overwrite:
+            raise UserError("output exists; pass --overwrite to replace it", dst)
+
+
+def predict_files(
     model: nn.Module,
-    src: str | Path,
-    dst: str | Path,
+    pairs: Sequence[tuple[Path, Path]],
     roi: Sequence[int],
     overlap: float = 0.5,
     sw_batch_size: int = 2,
+    normalise: str = "input",
+    overwrite: bool = False,
+    on_done: Callable[[Path, Path], None] | None = None,
 ) -> None:
-    """Restore one short-scan NIfTI into ``dst``.
+    """Restore short-scan NIfTI files ``(source, destination)``: every input is read and checked first,
+    so a bad one among many stops the command before any output is written.
 
-    The input is reoriented to RAS (as in training), scaled to [0, 1] by its own
-    range, predicted, clipped to [0, 1], mapped back to the input's orientation
-    and intensity range, and written with the input's affine and header.
+    Each input is reoriented to RAS (as in training), normalised as the model was trained
+    (:mod:`petite.data.normalise`: its own head-mean factor, or the paper's min-max), predicted,
+    mapped back to its units and orientation, and written with its affine and header.
     """
-    data, affine = load_volume(src)
-    header = nib.load(str(src)).header.copy()
-    ras, ornt = _to_ras(data, affine)
-    vmin, vmax = float(ras.min()), float(ras.max())
-    if vmax <= vmin:
-        raise UserError("volume is constant; cannot scale it to [0, 1]", src)
-    scaled = torch.from_numpy(np.ascontiguousarray((ras - vmin) / (vmax - vmin), dtype=np.float32))[None, None]
-    pred = predict_volume(model, scaled, roi, overlap, sw_batch_size)[0, 0].cpu().numpy()
-    # Targets live in [0, 1]; clipping keeps the output inside the input's intensity range.
-    pred = pred.clip(0.0, 1.0) * (vmax - vmin) + vmin
-    back = nib.orientations.apply_orientation(pred, nib.orientations.ornt_transform(
-        nib.orientations.axcodes2ornt(("R", "A", "S")), ornt))
-    save_volume(dst, back, affine, header=header)
+    check_outputs(pairs, overwrite)
+    inputs = [_read_input(src, dst, normalise) for src, dst in pairs]
+    for item in inputs:
+        header = nib.load(str(item.source)).header.copy()
+        scaled = torch.from_numpy(np.ascontiguousarray((item.ras - item.offset) / item.scale, dtype=np.float32))
+        pred = predict_volume(model, scaled[None, None], roi, overlap, sw_batch_size)[0, 0].cpu().numpy()
+        # Activity is never negative; the paper's targets live in [0, 1].
+        pred = pred.clip(0.0, 1.0) if normalise == "paper" else pred.clip(0.0, None)
+        pred = denormalise(pred, item.scale, item.offset)
+        back = nib.orientations.apply_orientation(pred, nib.orientations.ornt_transform(
+            nib.orientations.axcodes2ornt(("R", "A", "S")), item.ornt))
+        save_volume(item.destination, back, item.affine, header=header)
+        if on_done is not None:
+            on_done(item.source, item.destination)

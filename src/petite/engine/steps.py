@@ -31,20 +31,19 @@ class TrainingStep:
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, groups: list[dict[str, Any]], total_steps: int,
-                 device: torch.device, world: int) -> None:
+                 device: torch.device, world: int, warmup_steps: int = 0) -> None:
         self.model, self.cfg, self.device, self.world = model, cfg, device, world
         self.params = [p for group in groups for p in group["params"]]
         self.optimizers = {"model": build_optimizer(groups, cfg.optimizer, groups[0]["lr"], groups[0]["weight_decay"])}
-        self.total_steps = total_steps
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
         self.amp = cfg.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
     def _schedule(self) -> None:
         """Give every optimiser its per-step schedule (call after all optimisers exist)."""
-        cfg = self.cfg
-        warmup = self.total_steps // max(cfg.epochs, 1) * cfg.warmup_epochs
         self.schedulers = {
-            name: build_scheduler(opt, cfg.schedule, self.total_steps, warmup) for name, opt in self.optimizers.items()
+            name: build_scheduler(opt, self.cfg.schedule, self.total_steps, self.warmup_steps)
+            for name, opt in self.optimizers.items()
         }
 
     def autocast(self) -> Any:
@@ -72,8 +71,8 @@ class RegressionStep(TrainingStep):
     """``loss(model(short), long)`` with L1 or MSE."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, groups: list[dict[str, Any]], total_steps: int,
-                 device: torch.device, world: int) -> None:
-        super().__init__(model, cfg, groups, total_steps, device, world)
+                 device: torch.device, world: int, warmup_steps: int = 0) -> None:
+        super().__init__(model, cfg, groups, total_steps, device, world, warmup_steps)
         self._schedule()
 
     def __call__(self, short: torch.Tensor, long: torch.Tensor) -> dict[str, float]:
@@ -97,10 +96,10 @@ class GanStep(TrainingStep):
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, groups: list[dict[str, Any]], total_steps: int,
-                 device: torch.device, world: int, train_discriminator: bool) -> None:
+                 device: torch.device, world: int, train_discriminator: bool, warmup_steps: int = 0) -> None:
         disc = model.discriminator
         disc.requires_grad_(train_discriminator)
-        super().__init__(model, cfg, groups, total_steps, device, world)
+        super().__init__(model, cfg, groups, total_steps, device, world, warmup_steps)
         self.train_discriminator = train_discriminator
         if train_discriminator:
             self.disc_params = [p for p in disc.parameters() if p.requires_grad]
@@ -144,8 +143,12 @@ def is_gan(model: nn.Module) -> bool:
 
 
 def make_step(model: nn.Module, cfg: TrainConfig, groups: list[dict[str, Any]], total_steps: int,
-              device: torch.device, world: int, train_discriminator: bool) -> TrainingStep:
-    """The step that fits ``model``: :class:`GanStep` for a GAN, else :class:`RegressionStep`."""
+              device: torch.device, world: int, train_discriminator: bool, warmup_steps: int = 0) -> TrainingStep:
+    """The step that fits ``model``: :class:`GanStep` for a GAN, else :class:`RegressionStep`.
+
+    The learning rate follows ``cfg.schedule`` over ``total_steps`` (the run's cap), rising
+    linearly over the first ``warmup_steps`` for ``warmup-cosine``.
+    """
     if is_gan(model):
-        return GanStep(model, cfg, groups, total_steps, device, world, train_discriminator)
-    return RegressionStep(model, cfg, groups, total_steps, device, world)
+        return GanStep(model, cfg, groups, total_steps, device, world, train_discriminator, warmup_steps)
+    return RegressionStep(model, cfg, groups, total_steps, device, world, warmup_steps)

@@ -50,16 +50,19 @@ UNETR_PRESETS: dict[str, dict[str, Any]] = {
         in_channels=1, out_channels=1, img_size=[64, 64, 64], patch_size=16, feature_size=32,
         hidden_size=768, mlp_dim=3072, num_layers=12, num_heads=12, proj_type="perceptron",
         pos_embed_type="learnable", norm_name="instance", res_block=True, dropout_rate=0.0, qkv_bias=False,
+        residual=False,
     ),
     "small": dict(
         in_channels=1, out_channels=1, img_size=[64, 64, 64], patch_size=8, feature_size=16,
         hidden_size=192, mlp_dim=768, num_layers=6, num_heads=6, proj_type="perceptron",
         pos_embed_type="learnable", norm_name="instance", res_block=True, dropout_rate=0.0, qkv_bias=False,
+        residual=False,
     ),
     "tiny": dict(
         in_channels=1, out_channels=1, img_size=[64, 64, 64], patch_size=8, feature_size=8,
         hidden_size=32, mlp_dim=64, num_layers=4, num_heads=2, proj_type="perceptron",
         pos_embed_type="learnable", norm_name="instance", res_block=True, dropout_rate=0.0, qkv_bias=False,
+        residual=False,
     ),
 }
 
@@ -150,6 +153,9 @@ class UNETR(nn.Module):
         res_block: residual CNN blocks in the decoder.
         dropout_rate: ViT dropout.
         qkv_bias: biases on the q/k/v projections.
+        residual: predict a correction added to the input (``output = input + net(input)``, as the
+            CVT-GAN does; a deviation from UNETR that starts a denoiser at the identity, documented
+            in the README).  Needs ``in_channels == out_channels``.
     """
 
     def __init__(
@@ -169,8 +175,12 @@ class UNETR(nn.Module):
         res_block: bool = True,
         dropout_rate: float = 0.0,
         qkv_bias: bool = False,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        if residual and in_channels != out_channels:
+            raise ValueError(f"residual needs in_channels == out_channels, got {in_channels} and {out_channels}")
+        self.residual = bool(residual)
         img = [int(img_size)] * 3 if isinstance(img_size, int) else [int(s) for s in img_size]
         patch_size = int(patch_size)
         if len(img) != 3:
@@ -233,7 +243,7 @@ class UNETR(nn.Module):
                 patch_size=patch_size, feature_size=feature_size, hidden_size=hidden_size, mlp_dim=mlp_dim,
                 num_layers=num_layers, num_heads=num_heads, proj_type=proj_type, pos_embed_type=pos_embed_type,
                 norm_name=list(norm_name) if isinstance(norm_name, tuple) else norm_name, res_block=res_block,
-                dropout_rate=dropout_rate, qkv_bias=qkv_bias,
+                dropout_rate=dropout_rate, qkv_bias=qkv_bias, residual=bool(residual),
             ),
             # The paper's encoder is the ViT; MONAI's "encoder1-4" CNN blocks are the decoder path.
             components={"encoder": ["vit"], "decoder": [*decoder_blocks, "out"]},
@@ -265,7 +275,8 @@ class UNETR(nn.Module):
                 "run whole volumes with sliding_window_inference(roi_size=img_size)"
             )
         x, hidden_states = self.vit(x_in)
-        return self.decode(x, hidden_states, self.encoder1(x_in))
+        out = self.decode(x, hidden_states, self.encoder1(x_in))
+        return out + x_in if self.residual else out
 
     def decode(self, x: torch.Tensor, hidden_states: list[torch.Tensor], enc1: torch.Tensor) -> torch.Tensor:
         """The CNN decoder: final tokens ``x``, the blocks' hidden states and the first-level skip ``enc1``."""

@@ -18,6 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from petite.data.nifti import load_volume, voxel_spacing
+from petite.errors import UserError
+
+
 log = logging.getLogger("petite.report")
 
 
@@ -47,42 +53,48 @@ def run_error_maps(
 
     Returns :func:`~petite.report.figures.error_map_figure`'s description plus ``subject``.
     """
-    from petite.data.transforms import make_dataset
-    from petite.engine.infer import (
-        inference_roi,
-        load_predictor,
-        predict_volume,
-        run_crop_size,
-    )
+    from petite.data.datalist import read_datalist
+    from petite.engine.evaluate import input_predictor, iter_scans, model_predictor
+    from petite.engine.infer import inference_roi, load_predictor, run_settings
     from petite.metrics import compute_metrics
     from petite.report.figures import error_map_figure
 
-    item = make_dataset(datalist, split, train=False, cache_rate=0.0)[subject_index]
-    short, long = item["short"][None], item["long"][0].numpy()
+    data = read_datalist(datalist) if not isinstance(datalist, Mapping) else dict(datalist)
+    normalise = {run_settings(run)["normalise"] for run in runs.values()}
+    if len(normalise) > 1:
+        raise UserError(f"the runs were trained with different normalisations ({', '.join(sorted(normalise))})")
+    scans = list(iter_scans(data, split, normalise.pop() if normalise else "input"))[subject_index]
+    lo, hi = float(scans.long_raw.min()), float(scans.long_raw.max())
+
+    def on_target_scale(volume: np.ndarray) -> np.ndarray:
+        return (volume - lo) / (hi - lo)  # the target's [0, 1] scale, where the metrics are computed
+
     outputs, metrics = {}, {}
     for label, run in runs.items():
         run = Path(run)
         model = load_predictor(run)
-        window = roi if roi is not None else inference_roi(model, run_crop_size(run))
-        pred = predict_volume(model, short, window, _run_overlap(run))[0, 0].cpu().numpy().clip(0, 1)
-        outputs[label], metrics[label] = pred, compute_metrics(pred, long)
+        window = roi if roi is not None else inference_roi(model, run_settings(run)["crop_size"])
+        pred = model_predictor(model, window, _run_overlap(run))(scans)
+        outputs[label] = on_target_scale(pred)
+        metrics[label] = compute_metrics(pred, scans.long_raw, mask=scans.head)
         # The same subject's numbers in the run's own test results, as a consistency check.
         saved_path = run / "test_metrics.json"
         saved = json.loads(saved_path.read_text())["subjects"] if saved_path.is_file() else []
-        match = [r for r in saved if r["subject"] == item["subject"]]
+        match = [r for r in saved if r["subject"] == scans.subject]
         if match and abs(match[0]["psnr"] - metrics[label]["psnr"]) > 1e-3:
             log.warning("%s: figure PSNR %.4f differs from the run's test PSNR %.4f for %s", label,
-                        metrics[label]["psnr"], match[0]["psnr"], item["subject"])
-    short_np = short[0, 0].numpy()
-    metrics[short_label] = compute_metrics(short_np, long)
+                        metrics[label]["psnr"], match[0]["psnr"], scans.subject)
+    short = input_predictor(scans)
+    metrics[short_label] = compute_metrics(short, scans.long_raw, mask=scans.head)
     if spacing is None:
-        pixdim = getattr(item["long"], "pixdim", None)
-        spacing = [float(s) for s in pixdim][:3] if pixdim is not None else None
-    text = title(item["subject"]) if callable(title) else title
-    info = error_map_figure(path, short_np, outputs, long, metrics, spacing=spacing, title=text,
-                            short_label=short_label)
-    info["subject"] = item["subject"]
+        item = data[split][subject_index]
+        spacing = voxel_spacing(load_volume(item["long"] if "long" in item else item["frames"], ndim=None)[1])
+    text = title(scans.subject) if callable(title) else title
+    info = error_map_figure(path, on_target_scale(short), outputs, on_target_scale(scans.long_raw), metrics,
+                            spacing=spacing, title=text, short_label=short_label)
+    info["subject"] = scans.subject
     return info
+
 
 def _run_overlap(run: Path) -> float:
     """The sliding-window overlap the run was tested with (its config.yaml), so the figure matches its numbers."""

@@ -70,9 +70,10 @@ def error_map_figure(
         path: the PNG to write (atomically).
         short, long: the input and reference volumes, shape (x, y, z).
         outputs: method label -> predicted volume, in column order.
-        metrics: label -> ``{"psnr": .., "ssim": ..}`` for the panel titles; the
-            short scan's entry is looked up under ``short_label``.  Missing entries
-            are computed here with :func:`petite.metrics.compute_metrics`.
+        metrics: label -> ``{"psnr": .., "ssim": ..}`` (or with ``psnr_masked``/``ssim_masked``,
+            shown instead: inside the head) for the panel titles; the short scan's entry is
+            looked up under ``short_label``.  Missing entries are computed here with
+            :func:`petite.metrics.compute_metrics` (whole volume).
         view: ``axial``, ``coronal`` or ``sagittal``; ``slice_index`` defaults to
             the slice of the long scan holding the most activity.
         spacing: voxel size (x, y, z) so anisotropic voxels display with the right aspect.
@@ -131,8 +132,11 @@ def error_map_figure(
             continue
         score = scores[label]
         top.imshow(images[label], cmap="gray", vmin=0, vmax=vmax_img, aspect=aspect, interpolation="nearest")
-        ssim = f" / {score['ssim']:.3f}" if "ssim" in score else ""
-        top.set_title(f"{label}\n{score['psnr']:.2f} dB{ssim}", fontsize=8.5)
+        if "psnr_masked" in score:  # inside the head: what methods are ranked on
+            top.set_title(f"{label}\n{score['psnr_masked']:.2f} dB / {score['ssim_masked']:.3f} (head)", fontsize=8.5)
+        else:
+            ssim = f" / {score['ssim']:.3f}" if "ssim" in score else ""
+            top.set_title(f"{label}\n{score['psnr']:.2f} dB{ssim}", fontsize=8.5)
         err_im = bottom.imshow(errors[label], cmap="inferno", vmin=0, vmax=error_max, aspect=aspect,
                                interpolation="nearest")
         bottom.set_title(f"|{'input' if label == short_label else label} - long|", fontsize=8)

@@ -1,0 +1,61 @@
+"""The non-local-means baseline: scikit-image's 3D NLM, its strength and a gain fitted on training subjects.
+
+Why NLM: it is the strongest classical 3D denoiser in a maintained, permissively
+licensed package on PyPI (scikit-image, BSD).  BM4D (``bm4d`` on PyPI) is
+stronger but its licence forbids commercial use, which petite's Apache-2.0 users
+may need.  Speed on 2 CPU cores: ~1.3 s for a 64x64x45 volume, ~3.3 s for
+96x96x68 (patch 3, search distance 3, fast mode).
+
+Fitting: the filter strength ``h`` is tried as multiples of the noise level
+scikit-image estimates on each scan (:data:`H_FACTORS`), the gain is the closed-form
+least-squares one inside the head masks, and the pair with the lowest error wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from petite.baselines.fitting import check_subjects, least_squares_gain
+
+#: Filter strengths tried, as multiples of each scan's estimated noise standard deviation.
+H_FACTORS: tuple[float, ...] = (0.4, 0.6, 0.8, 1.0, 1.3)
+PATCH_SIZE = 3
+PATCH_DISTANCE = 3
+
+
+def _denoise(short: np.ndarray, h_factor: float) -> np.ndarray:
+    from skimage.restoration import denoise_nl_means, estimate_sigma
+
+    data = np.asarray(short, dtype=np.float32)
+    sigma = float(estimate_sigma(data, channel_axis=None))
+    return denoise_nl_means(data, h=h_factor * sigma, sigma=sigma, patch_size=PATCH_SIZE,
+                            patch_distance=PATCH_DISTANCE, fast_mode=True, channel_axis=None).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class NonLocalMeans:
+    """``gain * NLM(short)`` with strength ``h_factor`` times the scan's estimated noise level."""
+
+    h_factor: float
+    gain: float
+
+    def apply(self, short: np.ndarray) -> np.ndarray:
+        return (self.gain * _denoise(short, self.h_factor)).astype(np.float32)
+
+    @classmethod
+    def fit(cls, shorts: Sequence[np.ndarray], longs: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+            h_factors: Sequence[float] = H_FACTORS) -> NonLocalMeans:
+        """The strength (from ``h_factors``) and gain with the least squared error inside the masks."""
+        check_subjects("NLM", shorts, longs, masks)
+        fits = []
+        for h in h_factors:
+            gain, err = least_squares_gain([_denoise(s, h) for s in shorts], longs, masks)
+            fits.append((err, float(h), gain))
+        _, h, gain = min(fits)
+        return cls(h_factor=h, gain=gain)
+
+
+__all__ = ["H_FACTORS", "NonLocalMeans"]
