@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from petite.data.scanners import BUILTIN_SCANNERS, load_scanner_file
-from petite.demos.pet import demo_scanners, format_table, half_resolution, run_demo
+from petite.demos.pet import demo_scanners, format_table, half_resolution, run_demo, verdict
 from petite.errors import UserError
 
 METHODS = ("No-FT", "Full-FT", "PETITE")
@@ -34,11 +34,26 @@ def test_half_resolution_keeps_field_of_view_and_parameters():
 
 
 def test_format_table_lists_every_row():
-    row = dict(method="PETITE", percent=0.51, psnr=30.0, psnr_std=0.1, ssim=0.9, ssim_std=0.01, nrmse=0.03,
-               nrmse_std=0.001, step_time_s=1.5, peak_memory_added_mb=900.0)
-    text, md = format_table([row, dict(row, method="No-FT", percent=None, step_time_s=None)])
-    assert "30.00 ± 0.10" in text and "0.51" in text
+    row = dict(method="PETITE", percent=0.51, psnr=30.0, psnr_std=0.1, ssim=0.9, ssim_std=0.01, psnr_masked=27.5,
+               psnr_masked_std=0.2, ssim_masked=0.95, ssim_masked_std=0.01, step_time_s=1.5,
+               peak_memory_added_mb=900.0, steps=120, converged=True)
+    text, md = format_table([row, dict(row, method="No-FT", percent=None, step_time_s=None, steps=0)])
+    assert "27.50 ± 0.20" in text and "30.00 ± 0.10" in text and "0.51" in text and "120 (converged)" in text
     assert md.count("\n") == 3 and md.startswith("| Method")
+
+
+def test_verdict_makes_no_claim_when_the_gate_fails_and_quantifies_the_calibration():
+    def row(psnr, percent=None):
+        return {"psnr_masked": psnr, "percent": percent}
+
+    rows = {"No-FT": row(28.0), "No-FT + calibration": row(28.5), "Full-FT": row(30.0, 100.0),
+            "PETITE": row(29.5, 0.6), "Gaussian filter (fitted on 4h)": row(28.8), "Gaussian filter (fitted on 1h)": row(28.6)}
+    failed = verdict(rows, {"passed": False, "verdict": "quality gate FAILED"})
+    assert len(failed) == 2 and "No claim" in failed[1]
+    lines = verdict(rows, {"passed": True, "verdict": "quality gate passed"})
+    # Calibration recovers (28.5 - 28.0) / (29.5 - 28.0) = 33 % of PETITE's gain over No-FT.
+    assert any(line.startswith("PETITE: 29.50 dB") and "recovers 33 %" in line for line in lines)
+    assert "beats the fitted filter" in lines[-1] and "-0.50 dB from Full-FT" in lines[-1]
 
 
 @pytest.mark.e2e
@@ -47,7 +62,8 @@ def test_quick_demo_end_to_end(tmp_path):
     result = _petite("demo", "--quick", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     stdout = result.stdout
-    for stage in ("simulate", "pretrain", "fine-tune No-FT", "fine-tune Full-FT", "fine-tune PETITE", "report"):
+    for stage in ("simulate", "pretrain", "quality gate", "baselines", "fine-tune Full-FT", "fine-tune PETITE",
+                  "report"):
         assert stage in stdout
     assert "Total time:" in stdout and "half-resolution" in stdout
 
@@ -55,11 +71,15 @@ def test_quick_demo_end_to_end(tmp_path):
     table = (report / "table.md").read_text()
     results = json.loads((report / "results.json").read_text())
     rows = {row["method"]: row for row in results["rows"]}
-    for method in METHODS:
+    every = ("Short scan (input)", "Gaussian filter (fitted on 4h)", "Gaussian filter (fitted on 1h)", "No-FT",
+             "No-FT + calibration", "Full-FT", "PETITE")
+    assert list(rows) == list(every)
+    for method in every:
         assert f"| {method} |" in table
         assert method in stdout
-        for key in ("psnr", "ssim", "nrmse"):
+        for key in ("psnr", "ssim", "nrmse", "psnr_masked", "ssim_masked"):
             assert math.isfinite(rows[method][key]) and math.isfinite(rows[method][f"{key}_std"])
+    assert results["gate"]["verdict"] in stdout and results["verdict"][0].startswith("quality gate")
     assert rows["Full-FT"]["percent"] == pytest.approx(100.0)
     assert 0 < rows["PETITE"]["percent"] < 5
     assert rows["Full-FT"]["step_time_s"] > 0 and rows["PETITE"]["peak_memory_added_mb"] > 0

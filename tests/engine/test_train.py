@@ -241,3 +241,155 @@ def test_optimiser_has_one_group_per_method_at_its_own_rate(tmp_path: Path, data
         assert {g["method"]: g["weight_decay"] for g in recorded} == {m: g["weight_decay"] for m, g in groups.items()}
     # Per method, SSF trains at its own 1e-2 while BitFit's biases keep 1e-3 (the paper's one column: both 1e-3).
     assert {g["method"]: g["initial_lr"] for g in built[-2].optimizers["model"].param_groups}["ssf"] == 1e-2
+
+
+# ------------------------------------------------------------------ training to convergence (issue 14)
+
+
+def _pretrain_cfg(datalist: Path, out: Path, **values) -> TrainConfig:
+    base = dict(datalist=str(datalist), out=str(out), model="unetr", preset="tiny", batch_size=2, val_every=1, seed=0)
+    return TrainConfig.load(**{**base, **values})
+
+
+def test_patience_stops_a_run_that_stopped_improving_and_says_converged(tmp_path: Path, datalist: Path) -> None:
+    # min_delta 100 dB: no validation after the first can count as an improvement.
+    final = train(_pretrain_cfg(datalist, tmp_path / "p", max_steps=20, patience=2, min_delta=100.0), progress=False)
+    assert final["stopped"] == "patience" and final["converged"] is True
+    assert final["steps"] == 3 and final["best_step"] == 1  # best at the first validation, two more without gain
+    history = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1, 2, 3] and all("val_psnr_masked" in h for h in history)
+    capped = train(_pretrain_cfg(datalist, tmp_path / "c", max_steps=3, patience=0), progress=False)
+    assert capped["stopped"] == "max_steps" and capped["converged"] is False and capped["steps"] == 3
+
+
+def test_final_json_holds_baselines_and_the_quality_gate(tmp_path: Path, datalist: Path) -> None:
+    final = train(_pretrain_cfg(datalist, tmp_path / "g", max_steps=2, patience=0), progress=False)
+    base = final["baselines"]
+    assert set(base) == {"short", "gaussian"} and base["gaussian"]["fitted_on"] == "pretrain_train"
+    # The fitted filter is at least as good as the raw short scan inside the head (it can be the identity).
+    assert base["gaussian"]["psnr_masked"] >= base["short"]["psnr_masked"] - 1e-6
+    gate = final["gate"]
+    assert gate["margin_db"] == pytest.approx(final["test"]["psnr_masked"] - base["gaussian"]["psnr_masked"])
+    assert gate["passed"] is (gate["margin_db"] >= 0.5) and "quality gate" in gate["verdict"]
+
+
+def test_nan_voxel_is_refused_before_the_run_folder_exists(tmp_path: Path, datalist: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    data = read_datalist(datalist)
+    victim = Path(data["pretrain_train"][0]["short"])
+    volume = nib.load(victim)
+    array = volume.get_fdata().astype(np.float32)
+    array[3, 3, 3] = np.nan
+    bad = tmp_path / "bad_short.nii.gz"
+    nib.save(nib.Nifti1Image(array, volume.affine), str(bad))
+    raw = json.loads(datalist.read_text())
+    raw["pretrain_train"][0]["short"] = str(bad)
+    broken = tmp_path / "datalist.json"
+    broken.write_text(json.dumps(raw))
+    # (the datalist's other paths are relative to its folder: point them there)
+    for split in ("pretrain_train", "pretrain_val", "finetune_train", "finetune_val", "test"):
+        for item in raw.get(split, []):
+            for key in ("short", "long"):
+                if not Path(item[key]).is_absolute():
+                    item[key] = str(datalist.parent / item[key])
+    broken.write_text(json.dumps(raw))
+    err = _one_line_error(capsys, "pretrain", "--datalist", broken, "--model", "unetr", "--preset", "tiny",
+                          "--max-steps", "2", "--out", tmp_path / "run")
+    assert "bad_short.nii.gz" in err and "NaN" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_loss_that_turns_non_finite_stops_the_run_and_keeps_the_best(tmp_path: Path, datalist: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from petite.engine import steps as steps_module
+    from petite.errors import UserError
+
+    original = steps_module.RegressionStep.__call__
+    calls = {"n": 0}
+
+    def diverge(self, short, long):  # noqa: ANN001
+        calls["n"] += 1
+        logs = original(self, short, long)
+        return {**logs, "loss": float("nan")} if calls["n"] == 3 else logs
+
+    monkeypatch.setattr(steps_module.RegressionStep, "__call__", diverge)
+    with pytest.raises(UserError, match="diverged.*step 3.*step 2"):
+        train(_pretrain_cfg(datalist, tmp_path / "nan", max_steps=6, patience=0), progress=False)
+    assert (tmp_path / "nan" / "model.safetensors").is_file() and not (tmp_path / "nan" / "final.json").exists()
+
+
+def test_lr_auto_keeps_the_multiplier_with_the_best_validation(tmp_path: Path, datalist: Path) -> None:
+    from petite.peft.paper import method_hparams
+
+    cfg = _pretrain_cfg(datalist, tmp_path / "auto", max_steps=4, patience=0, lr="auto", lr_grid=[1e-4, 1.0, 10.0],
+                        lr_trial_fraction=0.5)
+    final = train(cfg, progress=False)
+    trials = final["lr_search"]["trials"]
+    assert [t["multiplier"] for t in trials] == [1e-4, 1.0, 10.0] and all(t["steps"] == 2 for t in trials)
+    best = max(trials, key=lambda t: t["best_val_psnr_masked"])["multiplier"]
+    assert final["lr_search"]["chosen"] == best == final["hparams"]["lr_multiplier"]
+    assert final["hparams"]["param_groups"][0]["lr"] == pytest.approx(best * method_hparams("unetr", "full")["lr"])
+    assert (tmp_path / "auto" / "lr-search" / "x0.0001" / "final.json").is_file()
+    assert read_yaml_config(tmp_path / "auto")["lr"] == "auto"
+
+
+def read_yaml_config(run: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def test_early_stopping_without_a_validation_split_is_refused(tmp_path: Path, datalist: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    err = _one_line_error(capsys, "pretrain", "--datalist", datalist, "--model", "unetr", "--preset", "tiny",
+                          "--val-split" if False else "--max-steps", "2", "--config", _config_without_val(tmp_path, datalist))
+    assert "validation split" in err and "--patience 0" in err
+
+
+def _config_without_val(tmp_path: Path, datalist: Path) -> Path:
+    path = tmp_path / "noval.yaml"
+    path.write_text(f"datalist: {datalist}\nout: {tmp_path / 'noval'}\nval_split: finetune_val_missing\n")
+    return path
+
+
+def test_yaml_values_as_people_write_them(tmp_path: Path, datalist: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(f"datalist: {datalist}\nout: {tmp_path / 'r'}\nlr: 1e-3\nbatch_size: '2'\ncrop_size: [16, 16, 16]\n")
+    cfg = TrainConfig.load(good)
+    assert cfg.lr == 1e-3 and cfg.batch_size == 2 and cfg.crop_size == [16, 16, 16]
+    for bad, key in (("batch_size: two", "batch_size"), ("crop_size: 32", "crop_size"), ("lr: fast", "lr")):
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(f"datalist: {datalist}\nout: {tmp_path / 'r'}\n{bad}\n")
+        err = _one_line_error(capsys, "pretrain", "--config", path)
+        assert key in err and path.name in err
+
+
+def test_a_run_folder_moves_with_its_base(tmp_path: Path, datalist: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    runs = tmp_path / "runs"
+    common = ["--datalist", datalist, "--model", "unetr", "--quiet"]
+    assert run_cli(["pretrain", *common, "--preset", "tiny", "--max-steps", "1", "--out", runs / "pre"]).code == 0
+    monkeypatch.chdir(tmp_path)  # a relative --init, as people type it
+    assert run_cli(["finetune", *common, "--init", "runs/pre", "--spec", "bitfit", "--max-steps", "1",
+                    "--out", "runs/ft"]).code == 0
+    moved = tmp_path / "elsewhere" / "runs"
+    shutil.copytree(runs, moved)
+    monkeypatch.chdir(tmp_path / "elsewhere" / "runs" / "ft")
+    assert run_cli(["evaluate", "--model", moved / "ft", "--datalist", datalist, "--out", tmp_path / "ev"]).code == 0
+    shutil.rmtree(moved / "pre")
+    err = _one_line_error(capsys, "evaluate", "--model", moved / "ft", "--datalist", datalist, "--out", tmp_path / "e2")
+    assert "base model" in err and "pre" in err
+
+
+def test_a_preset_that_contradicts_the_checkpoint_is_refused(tmp_path: Path, datalist: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["pretrain", "--datalist", datalist, "--model", "unetr", "--preset", "tiny", "--max-steps", "1",
+                    "--out", tmp_path / "pre", "--quiet"]).code == 0
+    err = _one_line_error(capsys, "finetune", "--datalist", datalist, "--init", tmp_path / "pre", "--preset", "small",
+                          "--spec", "bitfit", "--out", tmp_path / "ft")
+    assert "preset" in err and not (tmp_path / "ft").exists()
+    assert run_cli(["finetune", "--datalist", datalist, "--init", tmp_path / "pre", "--spec", "bitfit",
+                    "--max-steps", "1", "--out", tmp_path / "ft", "--quiet"]).code == 0
+    assert read_yaml_config(tmp_path / "ft")["preset"] == "tiny"

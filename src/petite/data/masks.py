@@ -14,6 +14,9 @@ input for its own intensity factor), never from a prediction:
 3. keep the largest connected component and fill its holes (ventricles,
    low-uptake regions are inside the head).
 
+The smoothing moves a sharp outline outward by up to ~1.3 sigma (about a voxel): the
+mask includes a thin rim of background around the head, where spill-over errors are.
+
 The mask is a boolean array of the volume's shape.  An empty mask (a constant
 or all-zero volume) is a :class:`~petite.errors.UserError`.
 """
@@ -27,7 +30,7 @@ from scipy import ndimage
 
 from petite.errors import UserError
 
-SMOOTH_VOXELS = 2.0
+SMOOTH_VOXELS = 1.0
 THRESHOLD = 0.10
 PERCENTILE = 99.5
 

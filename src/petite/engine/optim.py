@@ -61,9 +61,12 @@ def parameter_groups(
     return groups
 
 
-def describe_groups(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
-    """The settings of each parameter group as the optimizer holds them (for run folders and logs)."""
-    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+def describe_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The settings of each parameter group, for run folders: its base learning rate (``lr``, before the
+    schedule scales it), weight decay, method and sizes."""
+    keys = ("method", "tensors", "parameters", "weight_decay")
+    return [{"lr": group.get("initial_lr", group["lr"]), **{k: group[k] for k in keys if k in group}}
+            for group in groups]
 
 
 def build_optimizer(

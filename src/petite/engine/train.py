@@ -52,7 +52,7 @@ from petite.engine.distributed import barrier, process_group
 from petite.engine.evaluate import evaluate_split, iter_scans, summarize, write_results
 from petite.engine.infer import inference_roi, load_predictor, resolve_checkpoint
 from petite.engine.memory import peak_memory_mb, reset_peak_memory
-from petite.engine.optim import parameter_groups
+from petite.engine.optim import describe_groups, parameter_groups
 from petite.engine.run_folder import RunFolder
 from petite.engine.state import load_state, save_state
 from petite.engine.steps import is_gan, make_step
@@ -416,7 +416,7 @@ def _train(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool, lr_m
         "device": str(device),
         "hparams": {"lr_policy": cfg.lr_policy, "lr_multiplier": lr_multiplier, "optimizer": cfg.optimizer,
                     "schedule": cfg.schedule, "warmup": cfg.warmup, "source": table["source"],
-                    "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in groups]},
+                    "param_groups": describe_groups(groups)},
         "lr_search": lr_search,
         "crop_size": list(crop),
         # The base this run was fine-tuned from: adapters are only ever loaded onto it.
