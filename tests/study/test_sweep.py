@@ -53,7 +53,7 @@ def test_sweep_resumes_without_redoing_finished_runs(study_dir: Path, tmp_path: 
 
 @pytest.mark.e2e
 def test_emitted_jobs_run_as_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_study(tmp_path / "study.yaml", data={"subjects": {"tiny": [2, 0, 2, 0, 1]}},
+    path = write_study(tmp_path / "study.yaml", data={"subjects": {"tiny": [2, 1, 2, 1, 1]}},
                        grids=[{"models": ["unetr:tiny"], "pairs": ["tiny->tiny"], "methods": ["full-ft"],
                                "seeds": [0, 1]}])
     out = tmp_path / "out"

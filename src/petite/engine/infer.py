@@ -16,6 +16,7 @@ from monai.inferers import sliding_window_inference
 from petite.data.nifti import load_volume, save_volume
 from petite.data.normalise import denormalise, input_factor, scale_and_offset
 from petite.documents import read_yaml
+from petite.engine.run_folder import stored_path
 from petite.errors import UserError
 from petite.models import load_model
 from petite.peft import load_adapter, merge
@@ -65,7 +66,7 @@ def load_predictor(model_path: str | Path, adapter: str | Path | None = None, me
         if not config.get("init"):
             raise UserError("run folder has neither model.safetensors nor a base checkpoint", run)
         # Stored relative to the run folder, so a run and its base can be moved together.
-        model_path = run / config["init"]
+        model_path = stored_path(run, config["init"])
         if not resolve_checkpoint(model_path).with_suffix(".json").is_file():
             raise UserError(f"this run's base model {config['init']} (relative to the run folder) is missing: "
                             f"move the run and its base together, or restore {model_path}", run)

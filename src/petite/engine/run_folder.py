@@ -12,18 +12,45 @@
     final.json            test summary, trainable parameters, timing, peak memory
 
 A run is *finished* when ``final.json`` exists and *resumable* when
-``checkpoints/last.json`` does.
+``checkpoints/last.json`` does.  ``config.yaml`` stores the datalist and the
+base checkpoint (``init``) relative to the run folder, so a run folder moves
+with its base; :func:`stored_path` reads them back.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from petite.atomic import write_text
 from petite.documents import read_yaml
 from petite.engine.config import TrainConfig
 from petite.errors import UserError
+
+
+def stored_path(run: str | Path, value: str | Path) -> Path:
+    """A path as a run folder's ``config.yaml`` stores it (relative to the run folder), made usable."""
+    path = Path(value)
+    return path if path.is_absolute() else Path(run) / path
+
+
+#: Settings stored as paths relative to the run folder.
+PATH_SETTINGS = ("datalist", "init")
+
+
+def changed_settings(run: str | Path, saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Keys of ``wanted`` whose value differs from the run's saved ``config.yaml`` values (paths compared
+    as the files they name, wherever the run folder now is)."""
+    changed = []
+    for key, value in wanted.items():
+        old = saved.get(key)
+        if key in PATH_SETTINGS and old and value:
+            if stored_path(run, old).resolve() != Path(value).resolve():
+                changed.append(key)
+        elif old != value:
+            changed.append(key)
+    return sorted(changed)
 
 
 class RunFolder:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from petite.documents import read_json, read_yaml
+from petite.engine.run_folder import stored_path
 from petite.errors import UserError
 
 METRICS = ("psnr", "ssim", "nrmse")
@@ -137,7 +138,8 @@ def _label_run(folder: Path, rel: str, config: dict[str, Any], final: dict[str, 
     model = str(extra.get("model") or final.get("model") or config.get("model") or "?")
     preset = str(extra.get("preset") or final.get("preset") or config.get("preset") or "?")
     datalist = config.get("datalist") or ""
-    target = str(extra.get("target") or (Path(datalist).parent.name if datalist else "?") or "?")
+    target = str(extra.get("target") or (stored_path(folder, datalist).resolve().parent.name if datalist else "?")
+                 or "?")
     source = str(extra.get("source") or "?")
     pair = str(extra.get("pair") or f"{source}->{target}")
     default_role = "finetune" if config.get("init") else "pretrain"

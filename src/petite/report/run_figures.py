@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from petite.engine.run_folder import stored_path
 from petite.errors import UserError
 from petite.report.collect import (
     ALL_PAIRS,
@@ -86,7 +87,7 @@ def _weights_problem(run: RunRecord) -> str | None:
     init = run.config.get("init")
     if not init:
         return f"{run.rel}: no model.safetensors and no base checkpoint"
-    base = resolve_checkpoint(init)
+    base = resolve_checkpoint(stored_path(run.path, init))
     stem = base.with_suffix("") if base.suffix == ".safetensors" else base
     if not Path(f"{stem}.safetensors").is_file():
         return f"{run.rel}: base checkpoint {init} not found"
@@ -115,7 +116,7 @@ def error_maps_for_model(runs: Sequence[RunRecord], model: str,
     selected = {row.label: min(row.runs, key=lambda r: r.seed) for row in chosen}
     problems = [p for p in (_weights_problem(r) for r in selected.values()) if p]
     first = next(iter(selected.values()))
-    datalist = Path(str(first.config.get("datalist", "")))
+    datalist = stored_path(first.path, str(first.config.get("datalist", "")))
     if not datalist.is_file():
         problems.append(f"datalist {datalist} not found")
     if problems:

@@ -31,6 +31,7 @@ from typing import Any
 
 from petite.atomic import write_text
 from petite.documents import read_yaml
+from petite.engine.run_folder import changed_settings
 from petite.errors import UserError
 from petite.parallel import WorkerPool, threads_per_worker
 from petite.study.plan import Job, Study
@@ -53,7 +54,7 @@ def job_done(job: Job, out: Path) -> bool:
 def _check_same_settings(job: Job, folder: Path) -> None:
     """A finished run must have been made with the settings the study asks for now."""
     saved = read_yaml(folder / "config.yaml", "run config") or {}
-    changed = sorted(k for k, v in job.config.items() if saved.get(k) != v)
+    changed = changed_settings(folder, saved, job.config)
     if changed:
         raise UserError(f"finished run was made with other settings ({', '.join(changed)}); "
                         "use another --out or delete the run", folder)
