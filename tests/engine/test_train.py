@@ -393,3 +393,15 @@ def test_a_preset_that_contradicts_the_checkpoint_is_refused(tmp_path: Path, dat
     assert run_cli(["finetune", "--datalist", datalist, "--init", tmp_path / "pre", "--spec", "bitfit",
                     "--max-steps", "1", "--out", tmp_path / "ft", "--quiet"]).code == 0
     assert read_yaml_config(tmp_path / "ft")["preset"] == "tiny"
+
+
+def test_a_refused_start_leaves_no_run_folder(tmp_path: Path, datalist: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["pretrain", "--datalist", datalist, "--model", "unetr", "--preset", "tiny", "--max-steps", "1",
+                    "--out", tmp_path / "pre", "--quiet"]).code == 0
+    common = ["finetune", "--datalist", datalist, "--init", tmp_path / "pre", "--max-steps", "1"]
+    _one_line_error(capsys, *common, "--spec", "decoder=vpt", "--out", tmp_path / "vpt")  # no prompt site there
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("train_split: finetune_val_missing\n")
+    _one_line_error(capsys, *common, "--spec", "bitfit", "--config", empty, "--out", tmp_path / "empty")
+    _one_line_error(capsys, *common, "--spec", "bitfit", "--lr", "-1", "--out", tmp_path / "lr")
+    assert not any((tmp_path / name).exists() for name in ("vpt", "empty", "lr"))
