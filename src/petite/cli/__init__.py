@@ -2,11 +2,14 @@
 
 Each command family lives in its own module of this package and registers its
 commands on :data:`petite.cli.app.cli`.  No logic lives here beyond turning
-:class:`petite.errors.UserError` into one line on stderr and exit status 2.
+:class:`petite.errors.UserError`, and the storage errors the user has to fix (a
+full disk, a quota, a read-only or forbidden output), into one line on stderr
+and exit status 2.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -35,6 +38,15 @@ def _register_commands() -> None:
     )
 
 
+#: OS errors that are the user's to fix (free space, fix permissions), not bugs: one line, no traceback.
+STORAGE_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     _register_commands()
@@ -42,6 +54,13 @@ def main(argv: list[str] | None = None) -> None:
         status = cli.main(args=argv, prog_name="petite", standalone_mode=False)
     except UserError as err:
         click.echo(f"petite: error: {err}", err=True)
+        sys.exit(2)
+    except OSError as err:
+        reason = STORAGE_ERRORS.get(err.errno)  # type: ignore[arg-type]
+        if reason is None:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        click.echo(f"petite: error: {where}{reason}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("petite: aborted", err=True)
