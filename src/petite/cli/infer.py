@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -27,10 +26,15 @@ def evaluate_command(model_path: str, adapter: str | None, datalist: str, split:
     from petite.device import resolve_device
     from petite.engine.evaluate import evaluate_split, write_results
     from petite.engine.infer import inference_roi, load_predictor, run_crop_size
+    from petite.engine.inference_inputs import check_output_folder_path, check_overlap
 
+    # Everything the user typed is checked before a model is loaded or a volume predicted.
+    check_overlap(overlap)
+    check_output_folder_path(out)
+    roi_size = parse_size(roi, "--roi")
     data = read_datalist(datalist)
     model = load_predictor(model_path, adapter).to(resolve_device(device))
-    window = inference_roi(model, parse_size(roi, "--roi") or run_crop_size(model_path))
+    window = inference_roi(model, roi_size or run_crop_size(model_path))
     rows = evaluate_split(model, data, split, window, overlap, ssim_window=ssim_window)
     summary = write_results(out, rows)
     for row in rows:
@@ -60,20 +64,13 @@ def predict_command(src: str, dst: str, model_path: str, adapter: str | None, no
         predict_file,
         run_crop_size,
     )
-    from petite.errors import UserError
+    from petite.engine.inference_inputs import check_overlap, prediction_pairs
 
-    source = Path(src)
-    if not source.exists():
-        raise UserError("input not found", source)
-    if source.is_dir():
-        inputs = sorted(p for p in source.iterdir() if p.name.endswith((".nii", ".nii.gz")))
-        if not inputs:
-            raise UserError("no .nii or .nii.gz files in the input folder", source)
-        pairs = [(p, Path(dst) / p.name) for p in inputs]
-    else:
-        pairs = [(source, Path(dst))]
+    check_overlap(overlap)
+    pairs = prediction_pairs(src, dst)
+    roi_size = parse_size(roi, "--roi")
     model = load_predictor(model_path, adapter, merged=not no_merge).to(resolve_device(device))
-    window = inference_roi(model, parse_size(roi, "--roi") or run_crop_size(model_path))
+    window = inference_roi(model, roi_size or run_crop_size(model_path))
     for s, d in pairs:
         predict_file(model, s, d, window, overlap)
         click.echo(f"{s} -> {d}")
