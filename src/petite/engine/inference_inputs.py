@@ -2,16 +2,19 @@
 
 Shared by ``petite evaluate`` / ``petite predict`` and :mod:`petite.api`, so both
 refuse the same things with the same one-line :class:`~petite.errors.UserError`:
-a sliding-window overlap outside ``[0, 1)``, an output folder whose place is taken
-by a file, a missing input, a folder without NIfTI files.
+a sliding-window overlap outside ``[0, 1)`` or a window that is not three sizes, an
+unknown SSIM window, an output folder whose place is taken by a file, a missing
+input, a folder without NIfTI files.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from petite.errors import UserError
+from petite.metrics import WINDOWS
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -22,6 +25,23 @@ def check_overlap(overlap: float) -> float:
             or not 0 <= overlap < 1:
         raise UserError(f"overlap must be in [0, 1), got {overlap!r}")
     return float(overlap)
+
+
+def check_roi(roi: Sequence[int] | None) -> tuple[int, int, int] | None:
+    """A sliding-window size of three positive integers (``None``: the model's or the run's own)."""
+    if roi is None:
+        return None
+    size = tuple(roi) if isinstance(roi, Sequence) and not isinstance(roi, str) else ()
+    if len(size) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
+        raise UserError(f"roi must be three positive integers like (64, 64, 32), got {roi!r}")
+    return size  # type: ignore[return-value]
+
+
+def check_ssim_window(window: str) -> str:
+    """An SSIM window :func:`petite.metrics.compute_metrics` knows (checked before the first prediction)."""
+    if window not in WINDOWS:
+        raise UserError(f"ssim_window must be one of {', '.join(WINDOWS)}, got {window!r}")
+    return window
 
 
 def _blocking_file(path: Path) -> Path | None:
@@ -61,4 +81,4 @@ def prediction_pairs(src: str | Path, dst: str | Path) -> list[tuple[Path, Path]
     return [(source, target)]
 
 
-__all__ = ["check_output_folder_path", "check_overlap", "prediction_pairs"]
+__all__ = ["check_output_folder_path", "check_overlap", "check_roi", "check_ssim_window", "prediction_pairs"]

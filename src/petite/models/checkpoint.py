@@ -24,11 +24,11 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from petite import __version__
 from petite.atomic import atomic_path, write_json
 from petite.documents import read_json
 from petite.errors import UserError
 from petite.models.registry import build_model
+from petite.version import __version__
 
 FORMAT = "petite-model"
 FORMAT_VERSION = 1

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from petite import __version__
 from petite.atomic import staged_folder, to_jsonable, write_json, write_text
 from petite.errors import UserError
 from petite.report.collect import (
@@ -36,6 +35,7 @@ from petite.report.collect import (
 )
 from petite.report.run_figures import error_maps_for_model, figure_slug, params_figure
 from petite.report.tables import cost_table, method_table, mix_tables
+from petite.version import __version__
 
 FORMAT = "petite-report/1"
 
