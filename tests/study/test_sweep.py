@@ -187,3 +187,27 @@ def test_kill_9_of_a_parallel_sweep_then_an_immediate_rerun(study_dir: Path, tmp
         # Resumed, not restarted or doubled: every epoch once, in order.
         history = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert history == list(range(1, epochs + 1)), run
+
+
+def test_full_disk_in_a_job_is_one_line_not_a_traceback(study_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+    import os
+
+    from petite.engine import train as engine_train
+
+    out = tmp_path / "out"
+    weights = out / "pretrain/unetr-tiny/a/model.safetensors"
+
+    def full_disk(cfg: object, **kwargs: object) -> dict:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(weights))
+
+    monkeypatch.setattr(engine_train, "train", full_disk)
+    path = write_study(study_dir / "full.yaml")
+    result = run_cli(["sweep", path, "--out", out], capsys)
+    assert result.code == 2
+    assert f"FAILED pretrain/unetr-tiny/a: {weights}: no space left on device" in result.out
+    assert "Traceback" not in result.out + result.err
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # not logged as a bug

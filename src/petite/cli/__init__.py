@@ -9,13 +9,12 @@ and exit status 2.
 
 from __future__ import annotations
 
-import errno
 import sys
 
 import click
 
 from petite.cli.app import cli, parse_size
-from petite.errors import UserError
+from petite.errors import UserError, storage_problem
 
 __all__ = ["cli", "main", "parse_size"]
 
@@ -38,15 +37,6 @@ def _register_commands() -> None:
     )
 
 
-#: OS errors that are the user's to fix (free space, fix permissions), not bugs: one line, no traceback.
-STORAGE_ERRORS = {
-    errno.ENOSPC: "no space left on device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EROFS: "read-only file system",
-    errno.EACCES: "permission denied",
-}
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     _register_commands()
@@ -56,11 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"petite: error: {err}", err=True)
         sys.exit(2)
     except OSError as err:
-        reason = STORAGE_ERRORS.get(err.errno)  # type: ignore[arg-type]
-        if reason is None:
+        problem = storage_problem(err)
+        if problem is None:
             raise
-        where = f"{err.filename}: " if err.filename else ""
-        click.echo(f"petite: error: {where}{reason}", err=True)
+        click.echo(f"petite: error: {problem}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("petite: aborted", err=True)

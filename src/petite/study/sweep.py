@@ -34,7 +34,7 @@ from typing import Any
 
 from petite.atomic import write_text
 from petite.documents import read_yaml
-from petite.errors import UserError
+from petite.errors import UserError, storage_problem
 from petite.locks import run_lock
 from petite.parallel import WorkerPool, threads_per_worker
 from petite.study.plan import Job, Study
@@ -112,6 +112,9 @@ def _run_in_worker(job: Job, out: str) -> dict[str, Any]:
     except UserError as err:
         return {"key": job.key, "error": str(err)}
     except Exception as err:  # noqa: BLE001 - a bug in one run must not stop the sweep; it is reported
+        problem = storage_problem(err)
+        if problem is not None:  # a full disk or an unwritable folder is the user's to fix: one line, no traceback
+            return {"key": job.key, "error": problem}
         log.exception("job %s failed", job.key)
         return {"key": job.key, "error": f"{type(err).__name__}: {err}"}
 
