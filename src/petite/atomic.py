@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -33,26 +34,63 @@ def current_umask() -> int:
     return mask
 
 
+# Rust-backed writers (safetensors) report an OS error only in their message: "... (os error 28)".
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _name_the_target(err: Exception, target: Path) -> Exception:
+    """``err`` as an :class:`OSError` naming ``target`` when it is an OS error about our temporary file.
+
+    The user never sees the hidden temporary name (or no name at all, as a failed ``write``
+    gives): a full disk or a read-only folder is reported on the file they asked for.  A
+    library error that carries an OS error number only in its text becomes that OSError.
+    """
+    if isinstance(err, OSError):
+        name = None if err.filename is None else Path(str(err.filename))
+        if name is None or (name.parent == target.parent and name.name.startswith(f".{target.name}.")):
+            err.filename = str(target)
+        return err
+    found = _RUST_OS_ERROR.search(str(err))
+    if found is None:
+        return err
+    code = int(found.group(1))
+    converted = OSError(code, os.strerror(code), str(target))
+    converted.__cause__ = err
+    return converted
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
     The temporary name keeps the target's suffixes (``.nii.gz``, ``.safetensors``)
-    so libraries that choose a format by extension behave the same.
+    so libraries that choose a format by extension behave the same.  The file gets
+    the usual permissions (``0666`` minus the umask) whatever the writer did to it.
+    On any error the temporary file is removed; an OS error (full disk, read-only
+    folder) names ``target``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp creates 0600 files; give outputs the usual permissions (0666 minus the umask).
-    os.chmod(tmp, 0o666 & ~current_umask())
+    mode = 0o666 & ~current_umask()  # what a plain open() would give; mkstemp makes 0600 files
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        os.chmod(tmp, mode)
         yield tmp
+        # Writers may replace the file we made instead of writing into it (safetensors writes a
+        # new 0600 file), so the mode is set again on what is about to become the target.
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
+    except Exception as err:
+        named = _name_the_target(err, target)
+        if named is err:
+            raise
+        raise named from err
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
@@ -107,10 +145,11 @@ def staged_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """
     out = Path(out)
     check_output_folder(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".staging", dir=out.parent))
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders; give the usual permissions
+    staging: Path | None = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".staging", dir=out.parent))
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders; give the usual permissions
         yield staging
         trash = None
         if out.exists():
@@ -119,6 +158,14 @@ def staged_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         os.replace(staging, out)
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+    except OSError as err:
+        # A full disk or a read-only parent is reported on the folder asked for, not on the hidden one.
+        name = None if err.filename is None else Path(str(err.filename))
+        if name is None or (name.parent == out.parent and name.name.startswith(f".{out.name}.")):
+            err.filename = str(out)
+        elif staging is not None and (name == staging or staging in name.parents):
+            err.filename = str(out / name.relative_to(staging))
+        raise
     finally:
-        if staging.exists():
+        if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -34,8 +34,12 @@ Result = TypeVar("Result")
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent exits (Linux; a no-op elsewhere)."""
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent exits (Linux; a no-op elsewhere).
+
+    ``parent`` is the pid of the process that started this one: if it already died (this
+    process was adopted by init or by a subreaper such as ``systemd --user``), exit now.
+    """
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -43,12 +47,15 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - exotic libc
         return
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    # The parent may have died while this process was starting, before prctl took effect. The
+    # adopter is pid 1 only without a subreaper, hence the comparison with the known parent.
+    orphaned = (os.getppid() != parent) if parent is not None else (os.getppid() == 1)
+    if orphaned:
         os._exit(1)
 
 
-def _init_worker(threads: int | None, quiet: bool, initializer: Callable[[], None] | None) -> None:
-    die_with_parent()
+def _init_worker(parent: int, threads: int | None, quiet: bool, initializer: Callable[[], None] | None) -> None:
+    die_with_parent(parent)
     if threads is not None:
         import torch
 
@@ -82,7 +89,8 @@ class WorkerPool:
         if self.workers > 1:
             context = multiprocessing.get_context("spawn")
             self.pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_init_worker, initargs=(threads, quiet, initializer))
+                self.workers, mp_context=context, initializer=_init_worker,
+                initargs=(os.getpid(), threads, quiet, initializer))
 
     def submit(self, fn: Callable[..., Result], *args: Any, **kwargs: Any) -> concurrent.futures.Future[Result]:
         """Run ``fn(*args, **kwargs)`` in a worker (``fn`` must be importable by name)."""

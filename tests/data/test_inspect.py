@@ -102,3 +102,23 @@ def test_check_missing_file_is_a_user_error(tmp_path, capsys) -> None:
     assert err.count("\n") == 1 and "te1_long.nii.gz" in err and "not found" in err
     code, _, err = run_cli(["data", "check", str(tmp_path / "nothing.json")], capsys)
     assert code == 2 and "nothing.json" in err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda items: items[1].update(subject=["te1", "x"]), "test[1] needs a 'subject' that is a string, got list"),
+    (lambda items: items[1].pop("subject"), "test[1] needs a 'subject' that is a string, got nothing"),
+    (lambda items: items[1].update(short=5), "test[1] (subject 'te1'): 'short' must be a file path (a string), got int 5"),
+    (lambda items: items[0].update(long=None), "test[0] (subject 'te0'): 'long' must be a file path"),
+    (lambda items: items.__setitem__(1, "te1_short.nii.gz"), "test[1] must be an object like"),
+    (lambda items: items.__setitem__(0, ["te0"]), "test[0] must be an object like"),
+    (lambda items: items[1].pop("long"), "test[1] (subject 'te1') needs 'short' and 'long', or 'frames'"),
+])
+def test_check_malformed_items_are_one_line(edit, message: str, tmp_path, capsys) -> None:
+    path = _write(tmp_path, {"test": 2})
+    datalist = json.loads(path.read_text())
+    edit(datalist["test"])
+    path.write_text(json.dumps(datalist))
+    code, out, err = run_cli(["data", "check", str(path)], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"petite: error: {path}: ") and message in err and err.count("\n") == 1
+

@@ -70,8 +70,13 @@ def test_fingerprint_is_order_independent_and_content_sensitive() -> None:
 
 
 def test_missing_and_corrupt_files_name_the_file(tmp_path) -> None:
-    with pytest.raises(UserError, match="best.json"):
+    # Nothing there: named as the user gave it, not as a JSON file they never mentioned.
+    with pytest.raises(UserError) as missing:
         load_model(tmp_path / "best")
+    assert str(missing.value) == f"{tmp_path / 'best'}: no such run folder or model checkpoint"
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(UserError, match="folder: not a run folder or model checkpoint"):
+        load_model(tmp_path / "folder")
     model = build_model("cvtgan", "tiny")
     weights, sidecar = save_model(model, tmp_path / "best")
     weights.write_bytes(b"not a safetensors file")

@@ -180,3 +180,20 @@ def test_results_json_round_trips(study):
     saved = json.loads((root / "rep" / "results.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert saved["format"] == "petite-report/1" and saved["figures"][0]["path"] == "psnr_vs_params_unetr.png"
+
+
+def test_figure_caption_names_only_what_is_drawn(tmp_path: Path, capsys) -> None:
+    """A study without No-FT (or Full-FT) runs: the caption must not promise their line or point."""
+    root = tmp_path / "runs"
+    for k, (method, family, percent) in enumerate((("LoRA", "single", 0.8), ("SSF", "single", 0.05))):
+        extra = {"model": "unetr", "preset": "small", "source": "1h", "target": "4h", "pair": PAIR, "method": method,
+                 "family": family, "bitfit": False, "seed": 0, "role": "finetune"}
+        write_run(root / method, extra=extra, spec=method.lower(), percent=percent,
+                  subjects=subject_values(30.0 + k, 0, k))
+    result = run_cli(["report", root, "--no-figures"], capsys)
+    assert result.code == 0, result.err
+    md = (root / "report" / "report.md").read_text()
+    caption = next(line for line in md.splitlines() if line.startswith("PSNR vs % trainable parameters (log axis)"))
+    assert "No-FT" not in caption and "dashed" not in caption and "Full-FT" not in caption
+    figure = json.loads((root / "report" / "results.json").read_text())["figures"][0]
+    assert figure["no_ft"] is None and {p["method"] for p in figure["points"]} == {"LoRA", "SSF"}

@@ -53,3 +53,36 @@ def test_bad_study_is_one_line_error(study_dir: Path, tmp_path: Path, change: di
     result = run_cli(["sweep", path, "--out", tmp_path / "out"], capsys)
     assert result.code == 2 and message in result.err and "bad.yaml" in result.err
     assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"train": {"batch_size": "two"}}, "train.batch_size must be an integer, got 'two'"),
+    ({"finetune": {"lr": "abc"}}, "finetune.lr must be a number, got 'abc'"),
+    ({"train": {"crop_size": 32}}, "train.crop_size must be a list of integers, got 32"),
+    ({"pretrain": {"amp": "yes"}}, "pretrain.amp must be true or false"),
+    ({"train": {"device": 0}}, "train.device must be a string"),
+    ({"grids": [{"models": ["unetr:tiny"], "pairs": ["a->a"], "methods": ["full-ft"], "finetune": {"lr": "abc"}}]},
+     "grids[0].finetune.lr must be a number"),
+    # Values of the right type that the engine's own checks refuse, named by the run they would break.
+    ({"pretrain": {"batch_size": 0}}, "run pretrain/unetr-tiny/a: batch_size must be >= 1, got 0"),
+    ({"train": {"crop_size": [4, 4, 4]}}, "run pretrain/unetr-tiny/a: crop_size must be three sizes >= 8"),
+    ({"finetune": {"overlap": 1.5}}, "run runs/unetr-tiny/a-to-a/no-ft/seed0: overlap must be in [0, 1)"),
+])
+def test_bad_training_values_are_found_when_listing(study_dir: Path, tmp_path: Path, change: dict, message: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_study(study_dir / "values.yaml", **change)
+    for command in (["sweep", path, "--list"], ["sweep", path, "--emit-jobs"], ["sweep", path]):
+        result = run_cli([*command, "--out", tmp_path / "out"], capsys)
+        assert result.code == 2 and result.err.startswith(f"petite: error: {path}: ") and message in result.err
+        assert len(result.err.strip().splitlines()) == 1 and "values.yaml" in result.err
+        assert not (tmp_path / "out").exists()  # found before any job started
+
+
+def test_yaml_exponent_without_a_dot_is_a_learning_rate(tmp_path: Path) -> None:
+    # PyYAML reads `lr: 1e-4` as the string "1e-4"; the study reads it as the number it means.
+    (tmp_path / "x.json").write_text("{}")
+    path = tmp_path / "s.yaml"
+    write_study(path, data={"datalists": {"a": "x.json"}})
+    path.write_text(path.read_text().replace("finetune:\n  epochs: 1", "finetune:\n  epochs: 1\n  lr: 1e-4"))
+    jobs = Study.load(path).jobs(tmp_path / "out")
+    assert {j.config["lr"] for j in jobs if j.kind == "finetune"} == {1e-4}

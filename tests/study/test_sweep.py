@@ -119,3 +119,95 @@ def test_parallel_workers_stop_on_sigterm_and_resume(study_dir: Path, tmp_path: 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert len(list(out.glob("runs/**/final.json"))) == 2
     assert os.path.getsize(out / "pretrain/unetr-tiny/a/final.json") > 0
+
+
+def _alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie waiting to be reaped is dead)."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_kill_9_of_a_parallel_sweep_then_an_immediate_rerun(study_dir: Path, tmp_path: Path) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from petite.errors import UserError
+    from petite.locks import run_lock
+
+    epochs = 10
+    path = write_study(study_dir / "kill9.yaml", finetune={"epochs": epochs},
+                       grids=[{"models": ["unetr:tiny"], "pairs": ["a->a"], "methods": ["full-ft", "petite"],
+                               "seeds": [0]}])
+    out = tmp_path / "out"
+    runs = [out / "runs/unetr-tiny/a-to-a/full-ft/seed0", out / "runs/unetr-tiny/a-to-a/petite/seed0"]
+    command = [sys.executable, "-m", "petite", "sweep", str(path), "--out", str(out), "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, busy = time.time() + 300, []
+        while not busy and process.poll() is None and time.time() < deadline:
+            # A fine-tuning run in the middle of its epochs.
+            busy = [run for run in runs if (run / "checkpoints/last.json").is_file() and not (run / "final.json").exists()]
+            time.sleep(0.05)
+        assert busy, "no fine-tuning run was caught in flight"
+        workers = _children(process.pid)
+        # Anyone else asking to write that run is refused at once, and told which worker holds it.
+        with pytest.raises(UserError) as refused:
+            with run_lock(busy[0]):
+                pass
+        holder = re.search(r"another petite process is writing this run folder \(pid (\d+)\)", str(refused.value))
+        assert holder is not None and int(holder.group(1)) in workers
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    # The workers die with their parent: nothing keeps writing into the run folders.
+    deadline = time.time() + 10
+    while _alive(workers) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _alive(workers) == []
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "FAILED" not in rerun.stdout and "Traceback" not in rerun.stderr
+    for run in runs:
+        final = json.loads((run / "final.json").read_text())
+        assert final["max_steps"] == epochs * final["steps_per_epoch"] and final["test"]["n"] == 2, run
+        # Resumed, not restarted or doubled: every validation once, in order.
+        history = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert history == list(range(final["val_every"], final["steps"] + 1, final["val_every"])), run
+
+
+def test_full_disk_in_a_job_is_one_line_not_a_traceback(study_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+    import os
+
+    from petite.engine import train as engine_train
+
+    out = tmp_path / "out"
+    weights = out / "pretrain/unetr-tiny/a/model.safetensors"
+
+    def full_disk(cfg: object, **kwargs: object) -> dict:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(weights))
+
+    monkeypatch.setattr(engine_train, "train", full_disk)
+    path = write_study(study_dir / "full.yaml")
+    result = run_cli(["sweep", path, "--out", out], capsys)
+    assert result.code == 2
+    assert f"FAILED pretrain/unetr-tiny/a: {weights}: no space left on device" in result.out
+    assert "Traceback" not in result.out + result.err
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # not logged as a bug

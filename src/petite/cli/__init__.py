@@ -2,7 +2,9 @@
 
 Each command family lives in its own module of this package and registers its
 commands on :data:`petite.cli.app.cli`.  No logic lives here beyond turning
-:class:`petite.errors.UserError` into one line on stderr and exit status 2.
+:class:`petite.errors.UserError`, and the storage errors the user has to fix (a
+full disk, a quota, a read-only or forbidden output), into one line on stderr
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import click
 
 from petite.cli.app import cli, parse_size
-from petite.errors import UserError
+from petite.errors import UserError, storage_problem
 
 __all__ = ["cli", "main", "parse_size"]
 
@@ -42,6 +44,12 @@ def main(argv: list[str] | None = None) -> None:
         status = cli.main(args=argv, prog_name="petite", standalone_mode=False)
     except UserError as err:
         click.echo(f"petite: error: {err}", err=True)
+        sys.exit(2)
+    except OSError as err:
+        problem = storage_problem(err)
+        if problem is None:
+            raise
+        click.echo(f"petite: error: {problem}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("petite: aborted", err=True)

@@ -10,8 +10,8 @@ import logging
 
 import click
 
-from petite import __version__
 from petite.errors import UserError
+from petite.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

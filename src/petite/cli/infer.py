@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -27,11 +26,16 @@ def evaluate_command(model_path: str, adapter: str | None, datalist: str, split:
     from petite.device import resolve_device
     from petite.engine.evaluate import evaluate_split, write_results
     from petite.engine.infer import inference_roi, load_predictor, run_settings
+    from petite.engine.inference_inputs import check_output_folder_path, check_overlap
 
+    # Everything the user typed is checked before a model is loaded or a volume predicted.
+    check_overlap(overlap)
+    check_output_folder_path(out)
+    roi_size = parse_size(roi, "--roi")
     data = read_datalist(datalist)
     settings = run_settings(model_path)
     model = load_predictor(model_path, adapter).to(resolve_device(device))
-    window = inference_roi(model, parse_size(roi, "--roi") or settings["crop_size"])
+    window = inference_roi(model, roi_size or settings["crop_size"])
     rows = evaluate_split(model, data, split, window, overlap, normalise=settings["normalise"], ssim_window=ssim_window)
     short = evaluate_split(None, data, split, window, normalise=settings["normalise"], progress=False)
     summary = write_results(out, rows)
@@ -60,22 +64,15 @@ def predict_command(src: str, dst: str, model_path: str, adapter: str | None, no
     """
     from petite.device import resolve_device
     from petite.engine.infer import check_outputs, inference_roi, load_predictor, predict_files, run_settings
-    from petite.errors import UserError
+    from petite.engine.inference_inputs import check_overlap, prediction_pairs
 
-    source = Path(src)
-    if not source.exists():
-        raise UserError("input not found", source)
-    if source.is_dir():
-        inputs = sorted(p for p in source.iterdir() if p.name.endswith((".nii", ".nii.gz")))
-        if not inputs:
-            raise UserError("no .nii or .nii.gz files in the input folder", source)
-        pairs = [(p, Path(dst) / p.name) for p in inputs]
-    else:
-        pairs = [(source, Path(dst))]
+    check_overlap(overlap)
+    pairs = prediction_pairs(src, dst)
     check_outputs(pairs, overwrite)
+    roi_size = parse_size(roi, "--roi")
     settings = run_settings(model_path)
     model = load_predictor(model_path, adapter, merged=not no_merge).to(resolve_device(device))
-    window = inference_roi(model, parse_size(roi, "--roi") or settings["crop_size"])
+    window = inference_roi(model, roi_size or settings["crop_size"])
     predict_files(model, pairs, window, overlap, normalise=settings["normalise"], overwrite=overwrite,
                   on_done=lambda s, d: click.echo(f"{s} -> {d}"))
 

@@ -135,16 +135,38 @@ def read_datalist(path: str | Path) -> dict[str, Any]:
         entries = datalist.setdefault(name, [])
         if not isinstance(entries, list):
             raise UserError(f"split {name!r} must be a list", path)
-        for entry in entries:
-            if not isinstance(entry, dict) or "subject" not in entry:
-                raise UserError(f"every item of {name!r} needs a 'subject'", path)
-            if not ("frames" in entry or ("short" in entry and "long" in entry)):
-                raise UserError(f"item {entry['subject']!r} in {name!r} needs 'short' and 'long', or 'frames'", path)
+        for index, entry in enumerate(entries):
+            _check_item(entry, f"{name}[{index}]", path)
             for key in PATH_KEYS:
                 if key in entry:
                     entry[key] = str((root / entry[key]).resolve())
     check_disjoint(datalist, path)
     return datalist
+
+
+def _check_item(entry: Any, where: str, path: Path) -> None:
+    """UserError naming the datalist and the item (``split[index]``) unless ``entry`` is a well-formed item."""
+    if not isinstance(entry, dict):
+        raise UserError(f"{where} must be an object like {{\"subject\": ..., \"short\": ..., \"long\": ...}}, "
+                        f"got {_kind(entry)}", path)
+    subject = entry.get("subject")
+    # Integer IDs have always worked (they are hashable and print as themselves); anything else is a mistake.
+    if isinstance(subject, bool) or not isinstance(subject, (str, int)) or subject == "":
+        raise UserError(f"{where} needs a 'subject' that is a string, got {_kind(subject)}", path)
+    where = f"{where} (subject {subject!r})"
+    if not ("frames" in entry or ("short" in entry and "long" in entry)):
+        raise UserError(f"{where} needs 'short' and 'long', or 'frames'", path)
+    for key in PATH_KEYS:
+        if key in entry and (not isinstance(entry[key], str) or not entry[key]):
+            raise UserError(f"{where}: '{key}' must be a file path (a string), got {_kind(entry[key])}", path)
+
+
+def _kind(value: Any) -> str:
+    """A short description of a JSON value for error messages."""
+    if value is None:
+        return "nothing"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def check_disjoint(datalist: dict[str, Any], source: str | Path) -> None:

@@ -75,7 +75,9 @@ def save_montage(path: str | Path, rows: Sequence[MontageRow]) -> None:
         ax.axis("off")
     figure.tight_layout()
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=80, facecolor="black")
+        # tight_layout places the panels before imshow's equal aspect shrinks them, so a two-line title
+        # over a full-height panel can end above the figure; a tight bounding box keeps all of it.
+        figure.savefig(tmp, format="png", dpi=80, facecolor="black", bbox_inches="tight", pad_inches=0.1)
     plt.close(figure)
 
 

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from petite import __version__
 from petite.atomic import write_json
 from petite.data.datalist import (
     DEFAULT_SPLIT_SIZES,
@@ -57,6 +56,7 @@ from petite.data.projector import OsemSensitivity, ParallelProjector, osem
 from petite.data.scanners import Scanner
 from petite.errors import UserError
 from petite.parallel import run_jobs
+from petite.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from petite.atomic import write_text
 from petite.documents import read_yaml
 from petite.engine.config import TrainConfig
 from petite.errors import UserError
+from petite.locks import LOCK_NAME
 
 
 def stored_path(run: str | Path, value: str | Path) -> Path:
@@ -83,9 +84,12 @@ class RunFolder:
         if root.exists() and not root.is_dir():
             raise UserError("output exists and is not a folder", root)
         if overwrite and root.exists():
-            if not self.config.is_file() and any(root.iterdir()):
+            content = [p for p in root.iterdir() if p.name != LOCK_NAME]
+            if not self.config.is_file() and content:
                 raise UserError("refusing to clear a non-empty folder that is not a petite run", root)
-            shutil.rmtree(root)
+            # The folder stays (its lock file is held by this process): only what the run wrote goes.
+            for path in content:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         if self.finished:
             raise UserError("run already finished (final.json exists); pass --overwrite to redo it", root)
         if resume:

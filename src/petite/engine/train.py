@@ -29,11 +29,13 @@ share of every batch and gradients are averaged across processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ from petite.engine.run_folder import RunFolder
 from petite.engine.state import load_state, save_state
 from petite.engine.steps import is_gan, make_step
 from petite.errors import UserError
+from petite.locks import run_lock
 from petite.models import build_model, load_model, save_model
 from petite.models.contract import WHOLE_MODEL, component_modules
 from petite.peft import Spec, apply_spec, recommended_hparams, save_adapter
@@ -211,6 +214,41 @@ def _train_with_lr_search(cfg: TrainConfig, resume: bool, overwrite: bool, progr
     return final
 
 
+@dataclass
+class _Setup:
+    """Everything a run needs, checked before its folder is created (built by :func:`_set_up`)."""
+
+    cfg: TrainConfig
+    run: RunFolder
+    datalist: dict[str, Any]
+    spec: Spec
+    model: nn.Module
+    peft: Any  # PeftState, or None when pre-training
+    table: dict[str, Any]
+    crop: tuple[int, int, int]
+    roi: tuple[int, int, int]
+    train_set: Any
+    groups: list[dict[str, Any]]
+    steps_per_epoch: int
+    max_steps: int
+    val_every: int
+    has_val: bool
+    trainable: int
+    percent: float
+    preflight: dict[str, Any] | None
+    device: torch.device
+    rank: int
+    world: int
+
+    @property
+    def pretraining(self) -> bool:
+        return self.peft is None
+
+    @property
+    def training(self) -> bool:
+        return self.max_steps > 0
+
+
 def _train(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool, lr_multiplier: float = 1.0,
            trial_fraction: float | None = None, lr_search: dict[str, Any] | None = None,
            config_lr: float | str | None = None) -> dict[str, Any]:
@@ -281,11 +319,24 @@ def _train(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool, lr_m
     if trial_fraction is not None:
         max_steps = max(val_every, int(max_steps * trial_fraction))
 
-    # Everything is checked: now the run folder is created (or continued).
+    setup = _Setup(cfg, run, datalist, spec, model, peft, table, crop, roi, train_set, groups, steps_per_epoch,
+                   max_steps, val_every, has_val, trainable, percent, preflight, device, rank, world)
+    # Everything is checked: now the run folder is created (or continued), by one writer only.
     saved_cfg = TrainConfig(**{**cfg.to_dict(), "lr": config_lr if config_lr is not None else cfg.lr,
                                "init": _portable(cfg.init, run.root), "datalist": _portable(cfg.datalist, run.root)})
-    resuming = run.prepare(saved_cfg, resume, overwrite) if rank == 0 else resume
-    barrier(world)
+    with run_lock(run.root) if rank == 0 else contextlib.nullcontext():
+        resuming = run.prepare(saved_cfg, resume, overwrite) if rank == 0 else resume
+        barrier(world)
+        return _run(setup, resuming, progress, lr_multiplier, lr_search)
+
+
+def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
+         lr_search: dict[str, Any] | None) -> dict[str, Any]:
+    """The loop and the final evaluation of a checked run whose folder is prepared (and locked)."""
+    cfg, run, datalist, spec, model, peft = setup.cfg, setup.run, setup.datalist, setup.spec, setup.model, setup.peft
+    groups, device, rank, world, roi = setup.groups, setup.device, setup.rank, setup.world, setup.roi
+    max_steps, val_every, steps_per_epoch = setup.max_steps, setup.val_every, setup.steps_per_epoch
+    train_set, has_val, training, pretraining = setup.train_set, setup.has_val, setup.training, setup.pretraining
 
     # The GAN's discriminator trains in pre-training and full fine-tuning, never under PEFT.
     step = make_step(model, cfg, groups, max_steps, device, world, train_discriminator=spec.full,
@@ -404,7 +455,7 @@ def _train(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool, lr_m
     peak = peak_memory_mb(device)
     final = {
         "model": cfg.model, "preset": model.config.get("preset"), "spec": spec.to_string(),
-        "trainable": int(trainable), "percent": float(percent), "normalise": cfg.normalise,
+        "trainable": int(setup.trainable), "percent": float(setup.percent), "normalise": cfg.normalise,
         "steps": done, "max_steps": max_steps, "val_every": val_every, "steps_per_epoch": steps_per_epoch,
         "stopped": stopped, "converged": stopped == "patience",
         "best_step": best["step"], "best_val_psnr_masked": best["psnr_masked"], "best_val_psnr": best.get("psnr"),
@@ -415,13 +466,13 @@ def _train(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool, lr_m
         "peak_memory_mb": round(peak, 1), "peak_memory_added_mb": round(peak - memory_at_start, 1),
         "device": str(device),
         "hparams": {"lr_policy": cfg.lr_policy, "lr_multiplier": lr_multiplier, "optimizer": cfg.optimizer,
-                    "schedule": cfg.schedule, "warmup": cfg.warmup, "source": table["source"],
+                    "schedule": cfg.schedule, "warmup": cfg.warmup, "source": setup.table["source"],
                     "param_groups": describe_groups(groups)},
         "lr_search": lr_search,
-        "crop_size": list(crop),
+        "crop_size": list(setup.crop),
         # The base this run was fine-tuned from: adapters are only ever loaded onto it.
         "init_fingerprint": peft.base_fingerprint if peft is not None else None,
-        "probe": preflight,
+        "probe": setup.preflight,
     }
     if pretraining and test and "gaussian" in baselines:
         final["gate"] = _gate(test, baselines["gaussian"], test_split)

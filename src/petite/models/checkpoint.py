@@ -24,11 +24,11 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from petite import __version__
 from petite.atomic import atomic_path, write_json
 from petite.documents import read_json
 from petite.errors import UserError
 from petite.models.registry import build_model
+from petite.version import __version__
 
 FORMAT = "petite-model"
 FORMAT_VERSION = 1
@@ -94,8 +94,25 @@ def save_model(model: nn.Module, path: str | Path) -> tuple[Path, Path]:
     return weights, sidecar
 
 
+def _check_exists(path: str | Path) -> None:
+    """UserError naming what the user gave when neither file of the checkpoint exists.
+
+    "nosuch.json: not found" would send the user looking for a JSON file they never named.
+    """
+    weights, sidecar = checkpoint_paths(path)
+    if weights.exists() or sidecar.exists():
+        return
+    given = Path(path)
+    if given.is_dir():
+        raise UserError(f"not a run folder or model checkpoint (no {weights.name} + {sidecar.name} in it)", given)
+    if given.exists():
+        raise UserError(f"not a model checkpoint (a checkpoint is {weights.name} + {sidecar.name})", given)
+    raise UserError("no such run folder or model checkpoint", given)
+
+
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """Read and validate the JSON sidecar of the checkpoint at ``path``."""
+    _check_exists(path)
     _, sidecar = checkpoint_paths(path)
     meta = read_json(sidecar, "checkpoint sidecar")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):

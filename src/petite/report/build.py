@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from petite import __version__
 from petite.atomic import staged_folder, to_jsonable, write_json, write_text
 from petite.errors import UserError
 from petite.report.collect import (
@@ -36,6 +35,7 @@ from petite.report.collect import (
 )
 from petite.report.run_figures import error_maps_for_model, figure_slug, params_figure
 from petite.report.tables import cost_table, method_table, mix_tables
+from petite.version import __version__
 
 FORMAT = "petite-report/1"
 
@@ -142,9 +142,7 @@ def _model_section(model_runs: list[RunRecord], model: str, baseline: str, figur
         results["figures"].append(plot)
         where = scope if scope != ALL_PAIRS else f"{scope} ({', '.join(sorted({r.pair for r in scope_runs}))})"
         parts += [f"![PSNR vs % trainable parameters, {model}, {scope}]({plot['path']})", "",
-                  f"PSNR vs % trainable parameters (log axis), {where}: one point per method, mean over "
-                  "seeds of each seed's mean test PSNR over pairs, error bar = std over seeds (ddof 0); "
-                  "Full-FT at 100 %; No-FT (0 %) as the dashed line.", ""]
+                  _params_caption(plot, where), ""]
     if figures:
         say(f"error maps for {model} (recomputing predictions from the saved weights)")
         info, why = error_maps_for_model(model_runs, model, folder)
@@ -158,6 +156,17 @@ def _model_section(model_runs: list[RunRecord], model: str, baseline: str, figur
             notes.append(why or "")
             parts += [f"*Error-map figure not drawn: {why}.*", ""]
     return "\n".join(parts)
+
+
+def _params_caption(plot: dict[str, Any], where: str) -> str:
+    """The caption of a PSNR-vs-parameters figure, naming only what the figure draws."""
+    caption = (f"PSNR vs % trainable parameters (log axis), {where}: one point per method, mean over seeds of "
+               "each seed's mean test PSNR over pairs, error bar = std over seeds (ddof 0)")
+    if any(p["family"] == "full" for p in plot["points"]):
+        caption += "; Full-FT at 100 %"
+    if plot["no_ft"] is not None:
+        caption += "; No-FT (0 %) as the dashed line"
+    return caption + "."
 
 
 def _header(collection: Collection, results: dict[str, Any]) -> str:

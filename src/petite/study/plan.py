@@ -51,7 +51,10 @@ Example (the committed CPU study is ``examples/study/cpu-study.yaml``)::
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,7 +289,7 @@ class Study:
                   "model": model, "preset": preset, "spec": "full", "seed": int(self.pretrain.get("seed", 0))}
         config["extra"] = {"study": self.name, "role": "pretrain", "model": model, "preset": preset, "source": source}
         needs = (data_jobs[source].key,) if source in data_jobs else ()
-        return Job(key, "pretrain", needs, config, config["extra"])
+        return _validated_job(Job(key, "pretrain", needs, config, config["extra"]), self.path)
 
     def _finetune_job(self, grid: str, model: str, preset: str, source: str, target: str, method: Method, seed: int,
                       out: Path, pre: Job, data_jobs: dict[str, Job], overrides: dict[str, Any]) -> Job:
@@ -304,7 +307,7 @@ class Study:
         # Labels go into the run's config.yaml; the grid name is not part of a run's identity.
         config["extra"] = {k: v for k, v in labels.items() if k != "grid"}
         needs = (pre.key,) + ((data_jobs[target].key,) if target in data_jobs else ())
-        return Job(key, "finetune", needs, config, labels)
+        return _validated_job(Job(key, "finetune", needs, config, labels), self.path)
 
 
 def _mix_methods(model_name: str) -> list[Method]:
@@ -331,7 +334,72 @@ def _training_settings(values: Any, section: str, path: Path) -> dict[str, Any]:
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise UserError(f"unknown training setting(s) in '{section}': {', '.join(unknown)}", path)
-    return dict(values)
+    hints = typing.get_type_hints(TrainConfig)
+    return {key: _typed_setting(value, hints[key], f"{section}.{key}", path) for key, value in values.items()}
+
+
+def _typed_setting(value: Any, hint: Any, where: str, path: Path) -> Any:
+    """``value`` checked against the TrainConfig field type ``hint`` (UserError naming ``where``).
+
+    Types are checked here, when the study is read, because a wrong type (``batch_size: two``)
+    would otherwise surface as a TypeError inside a worker, after pre-training.  The one
+    coercion: a float field given a string that parses as a number, since YAML 1.1 (PyYAML)
+    reads ``1e-4`` without a dot as a string.
+    """
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false, got {value!r}", path)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where} must be an integer, got {value!r}", path)
+        return value
+    if hint is float:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise UserError(f"{where} must be a number, got {value!r}", path)
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where} must be a string, got {value!r}", path)
+        return value
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, item) for v in value):
+            kind = {int: "integers", float: "numbers", str: "strings"}.get(item, item.__name__)
+            raise UserError(f"{where} must be a list of {kind}, got {value!r}", path)
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where} must be a mapping, got {value!r}", path)
+        return value
+    raise TypeError(f"no check for TrainConfig type {hint!r} ({where})")  # a new field type: teach this function
+
+
+def _validated_job(job: Job, path: Path) -> Job:
+    """``job`` after the training engine's own checks of its settings (``TrainConfig.validate``), or a UserError.
+
+    Run when the study is planned, so ``petite sweep --list`` and the sweep find a bad value
+    before any job starts rather than when the first run that uses it is reached.
+    """
+    try:
+        TrainConfig(**job.config).validate()
+    except UserError as err:
+        raise UserError(f"run {job.key}: {err}", path) from None
+    except TypeError as err:  # a value of a type validate() cannot compare; _typed_setting should catch them all
+        raise UserError(f"run {job.key}: a training setting has the wrong type ({err})", path) from None
+    return job
 
 
 def _as_list(value: Any, where: str, key: str, path: Path) -> list[Any]:

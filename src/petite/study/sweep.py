@@ -7,6 +7,9 @@ dependency order (data, then pre-training, then fine-tuning):
   ``final.json``), after checking that the finished run was made with the
   settings the study asks for now;
 - an interrupted run (``checkpoints/last.json``) is resumed where it stopped;
+- each job holds its folder's lock (:mod:`petite.locks`) while it runs, so a
+  second sweep (or ``--job`` line) started while the first one's workers still
+  write a folder is refused for that job, in one line, instead of racing it;
 - up to ``workers`` jobs run at once, each in its own process
   (:class:`petite.parallel.WorkerPool`) with ``cpu_count // workers`` torch
   threads; a failed job is reported and only the jobs that need it are skipped.
@@ -32,7 +35,8 @@ from typing import Any
 from petite.atomic import write_text
 from petite.documents import read_yaml
 from petite.engine.run_folder import changed_settings
-from petite.errors import UserError
+from petite.errors import UserError, storage_problem
+from petite.locks import run_lock
 from petite.parallel import WorkerPool, threads_per_worker
 from petite.study.plan import Job, Study
 
@@ -61,29 +65,40 @@ def _check_same_settings(job: Job, folder: Path) -> None:
 
 
 def run_job(job: Job, out: Path, progress: bool = False) -> dict[str, Any]:
-    """Run one job to completion (resuming it if interrupted); returns a short record of the outcome."""
+    """Run one job to completion (resuming it if interrupted); returns a short record of the outcome.
+
+    The job's folder is locked for the whole job (:func:`petite.locks.run_lock`): a job another
+    process is still writing (a second sweep, a resubmitted ``--job`` line) is refused with a
+    UserError instead of raced.  Under the lock the job is checked again, so one that another
+    process finished since the sweep was planned is reported as such (``"finished_elsewhere"``)
+    rather than run twice or failed.
+    """
     started = time.perf_counter()
     folder = out / job.key
-    if job.kind == "simulate":
-        from petite.data.scanners import get_scanner
-        from petite.data.simulate import SimulationRequest, run_simulation
+    with run_lock(folder):
+        if job_done(job, out):
+            return {"key": job.key, "time_s": 0.0, "finished_elsewhere": True}
+        if job.kind == "simulate":
+            from petite.data.scanners import get_scanner
+            from petite.data.simulate import SimulationRequest, run_simulation
 
-        cfg = job.config
-        scanner = get_scanner(cfg["scanner"], cfg["scanner_file"])
-        request = SimulationRequest(out=folder, scanners=(scanner,), n_subjects=sum(cfg["split_sizes"]),
-                                    seed=cfg["seed"], workers=cfg["workers"], split_sizes=tuple(cfg["split_sizes"]),
-                                    overwrite=folder.exists())  # a partial simulation is redone
-        run_simulation(request, progress=progress)
-        return {"key": job.key, "time_s": round(time.perf_counter() - started, 1)}
+            cfg = job.config
+            scanner = get_scanner(cfg["scanner"], cfg["scanner_file"])
+            # Not done, and nobody else writes here: whatever the folder holds is a partial simulation to redo.
+            request = SimulationRequest(out=folder, scanners=(scanner,), n_subjects=sum(cfg["split_sizes"]),
+                                        seed=cfg["seed"], workers=cfg["workers"],
+                                        split_sizes=tuple(cfg["split_sizes"]), overwrite=True)
+            run_simulation(request, progress=progress)
+            return {"key": job.key, "time_s": round(time.perf_counter() - started, 1)}
 
-    from petite.engine.config import TrainConfig
-    from petite.engine.run_folder import RunFolder
-    from petite.engine.train import train
+        from petite.engine.config import TrainConfig
+        from petite.engine.run_folder import RunFolder
+        from petite.engine.train import train
 
-    cfg = TrainConfig(**job.config)
-    cfg.validate(folder)
-    resume = RunFolder(folder).resumable
-    final = train(cfg, resume=resume, progress=progress)
+        cfg = TrainConfig(**job.config)
+        cfg.validate(folder)
+        resume = RunFolder(folder).resumable
+        final = train(cfg, resume=resume, progress=progress)
     return {"key": job.key, "time_s": round(time.perf_counter() - started, 1), "resumed": resume,
             "psnr": (final.get("test") or {}).get("psnr"), "percent": final.get("percent")}
 
@@ -98,6 +113,9 @@ def _run_in_worker(job: Job, out: str) -> dict[str, Any]:
     except UserError as err:
         return {"key": job.key, "error": str(err)}
     except Exception as err:  # noqa: BLE001 - a bug in one run must not stop the sweep; it is reported
+        problem = storage_problem(err)
+        if problem is not None:  # a full disk or an unwritable folder is the user's to fix: one line, no traceback
+            return {"key": job.key, "error": problem}
         log.exception("job %s failed", job.key)
         return {"key": job.key, "error": f"{type(err).__name__}: {err}"}
 
@@ -139,6 +157,9 @@ def run_sweep(study: Study, out: str | Path, workers: int = 1, only: str | None 
             echo(f"[{position}/{len(todo)}] FAILED {key}: {record['error']}")
             return
         done.add(key)
+        if record.get("finished_elsewhere"):
+            echo(f"[{position}/{len(todo)}] {key} was finished by another process meanwhile")
+            return
         finished.append(record)
         extra = f", test PSNR {record['psnr']:.2f} dB" if record.get("psnr") is not None else ""
         extra += " (resumed)" if record.get("resumed") else ""

@@ -1,0 +1,65 @@
+"""`petite evaluate` / `petite predict`: options and outputs checked before any model is loaded or volume predicted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from petite.data.nifti import make_affine, save_volume
+from petite.models import build_model
+from petite.models.checkpoint import save_model
+from tests.cli_runner import run_cli
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny UNETR checkpoint (what it predicts does not matter here)."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_model(build_model("unetr", "tiny"), folder / "model")
+    return folder
+
+
+def _one_line(err: str) -> bool:
+    return err.startswith("petite: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_evaluate_refuses_bad_overlap_before_loading_anything(tmp_path: Path, capsys) -> None:
+    # The datalist and model do not exist: the overlap is refused first, so nothing was read.
+    result = run_cli(["evaluate", "--model", tmp_path / "nosuch", "--datalist", tmp_path / "nosuch.json",
+                      "--overlap", "1.5", "--out", tmp_path / "ev"], capsys)
+    assert result.code == 2 and _one_line(result.err) and "overlap must be in [0, 1), got 1.5" in result.err
+    assert not (tmp_path / "ev").exists()
+
+
+def test_evaluate_into_a_file_is_refused_before_evaluating(checkpoint: Path, datalist: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    existing = tmp_path / "metrics"
+    existing.write_text("mine")
+    for out in (existing, existing / "sub"):
+        result = run_cli(["evaluate", "--model", checkpoint, "--datalist", datalist, "--out", out,
+                          "--device", "cpu"], capsys)
+        assert result.code == 2 and _one_line(result.err) and "exists and is not a folder" in result.err
+        assert result.out == ""  # no subject was evaluated
+    assert existing.read_text() == "mine"
+
+
+def test_missing_model_is_named_as_given(datalist: Path, tmp_path: Path, capsys) -> None:
+    result = run_cli(["evaluate", "--model", "nosuch", "--datalist", datalist, "--out", tmp_path / "ev"], capsys)
+    assert result.code == 2 and result.err == "petite: error: nosuch: no such run folder or model checkpoint\n"
+
+
+def test_predict_checks_overlap_and_output_before_predicting(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    src = tmp_path / "short.nii.gz"
+    save_volume(src, np.random.default_rng(0).random((16, 16, 16)).astype(np.float32) + 1,
+                make_affine((2.0, 2.0, 2.0), (16, 16, 16)))
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    cases = [(["--overlap", "-0.1"], tmp_path / "out.nii.gz", "overlap must be in [0, 1)"),
+             ([], folder, "output is a folder"),
+             ([], tmp_path / "out.txt", "output must be a .nii or .nii.gz file")]
+    for options, dst, message in cases:
+        result = run_cli(["predict", src, dst, "--model", checkpoint, "--device", "cpu", *options], capsys)
+        assert result.code == 2 and _one_line(result.err) and message in result.err, result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "short.nii.gz"] and not any(folder.iterdir())
