@@ -1,0 +1,447 @@
+"""What fine-tuning costs before you train: step time and peak memory of PEFT specs against full fine-tuning.
+
+``petite bench peft`` (:mod:`petite.cli.bench`) calls :func:`run_bench`.  For one model, preset
+and crop, each spec is measured in a **fresh subprocess** (``python -m petite.bench --one``),
+so that its peak memory is its own:
+
+* **step**: one optimisation step as the engine takes it (:mod:`petite.engine.steps`):
+  regression models ``L1(model(short), long)``; the GAN the generator loss (adversarial +
+  100 L1) through its discriminator, which trains too under ``full`` (pix2pix Adam) and stays
+  frozen in eval mode under PEFT.  AdamW on the trained tensors.  The memory options of
+  :mod:`petite.engine.efficiency` apply: lean frozen convolutions, activation checkpointing
+  (``none|frozen|all``; by default each spec's :func:`~petite.engine.efficiency.default_checkpoint`),
+  and ``fp32|bf16|fp16`` autocast.  Median of ``steps`` timed steps after ``warmup``.
+* **peak memory**: CUDA: peak allocated during the steps (weights included); CPU: growth of
+  the peak resident set (VmHWM, reset first) from just before the first step to the end:
+  activations, gradients, optimiser state and allocator slack, the weights excluded.
+* **saved for backward**: bytes autograd keeps after one forward of the step's loss
+  (:func:`~petite.engine.efficiency.autograd_profile`; deterministic, unlike the peak), and the
+  first module a graph reaches (PyTorch records nothing before it).
+* **inference**: latency (eval, no grad) of the base model, the PEFT model unmerged, merged with
+  its wrappers kept (``merge(model, unload=False)``) and merged and unloaded (``merge(model)``),
+  timed round-robin so load changes hit all four alike; ratios to the base per round, median.
+
+Each of ``repeats`` rounds runs every spec once (interleaved, so the machine's load drifts
+over all specs alike); ratios are taken against ``full`` *of the same round*, and the reported
+ratio is the median over rounds, with the min and max beside it.  Timings on a shared CPU are
+noisy: read ratios, quote the load average (recorded before and after).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from petite.errors import UserError
+from petite.tables import render_table
+
+#: The single methods of the paper's Table 5 comparison, each on the whole model.
+SINGLE_METHODS: tuple[str, ...] = ("layernorm", "bitfit", "lora", "dora", "adapter", "ssf", "vpt")
+#: The PET restoration models, whose steps the bench takes (regression, GAN).  Swin UNETR segments
+#: (PEMMA, its own losses) and is not benched here.
+BENCH_MODELS: tuple[str, ...] = ("unetr", "cvtgan")
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """One bench: a model, a preset, a crop, the specs and the memory/precision options.
+
+    ``checkpoint``: ``None`` = each spec's default mode.  ``threads``: ``None`` = PyTorch's
+    default.  ``lean_convs``: frozen convolutions keep no input for backward.
+    """
+
+    model: str
+    preset: str = "small"
+    crop: tuple[int, int, int] = (64, 64, 64)
+    specs: list[str] = dataclasses.field(default_factory=list)
+    checkpoint: str | None = None
+    precision: str = "fp32"
+    lean_convs: bool = True
+    batch: int = 1
+    steps: int = 5
+    warmup: int = 2
+    repeats: int = 1
+    device: str = "auto"
+    threads: int | None = None
+    infer: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["crop"] = list(self.crop)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
+        data = dict(data)
+        data["crop"] = tuple(data["crop"])
+        return cls(**data)
+
+
+def default_specs(model: str) -> list[str]:
+    """``full``, every single method, and the model's PETITE preset (where the model has one)."""
+    from petite.peft.spec import PRESETS
+
+    petite = f"petite-{model}"
+    return ["full", *SINGLE_METHODS, *([petite] if petite in PRESETS else [])]
+
+
+def split_specs(text: str) -> list[str]:
+    """``full,lora,petite-unetr``; specs that contain commas themselves are separated by ``;``."""
+    sep = ";" if ";" in text else ","
+    specs = [s.strip() for s in text.split(sep) if s.strip()]
+    if not specs:
+        raise UserError(f"no specs in {text!r}")
+    return specs
+
+
+def resolve_spec(model: str, spec: str) -> str:
+    """``petite`` means the model's PETITE preset."""
+    return f"petite-{model}" if spec == "petite" else spec
+
+
+def _build(cfg: BenchConfig, device: torch.device | str | None = None) -> nn.Module:
+    from petite.models import build_model
+
+    # UNETR's position embedding is sized for its crop; the others take any crop.
+    overrides: dict[str, Any] = {"img_size": list(cfg.crop)} if cfg.model == "unetr" else {}
+    if device is None:
+        return build_model(cfg.model, cfg.preset, **overrides)
+    with torch.device(device):
+        return build_model(cfg.model, cfg.preset, **overrides)
+
+
+def validate(cfg: BenchConfig) -> None:
+    """UserError (one line) for an unknown model, preset, spec or option, or a crop the model cannot take."""
+    from petite.engine.efficiency import CHECKPOINT_MODES, check_precision
+    from petite.models import list_presets
+    from petite.peft import Spec, apply_spec
+
+    if cfg.model not in BENCH_MODELS:
+        raise UserError(f"unknown model {cfg.model!r} for the bench; choose one of {', '.join(BENCH_MODELS)}")
+    if cfg.preset not in list_presets(cfg.model):
+        raise UserError(f"unknown preset {cfg.preset!r} for model {cfg.model!r}; "
+                        f"choose one of {', '.join(list_presets(cfg.model))}")
+    if len(cfg.crop) != 3 or min(cfg.crop) < 1:
+        raise UserError(f"crop must be three positive integers, got {list(cfg.crop)}")
+    if cfg.checkpoint is not None and cfg.checkpoint not in CHECKPOINT_MODES:
+        raise UserError(f"checkpoint must be one of {', '.join(CHECKPOINT_MODES)}, got {cfg.checkpoint!r}")
+    for name, value, least in (("batch", cfg.batch, 1), ("steps", cfg.steps, 1), ("warmup", cfg.warmup, 0),
+                               ("repeats", cfg.repeats, 1)):
+        if value < least:
+            raise UserError(f"{name} must be >= {least}, got {value}")
+    from petite.device import resolve_device
+
+    check_precision(resolve_device(cfg.device), cfg.precision)
+    if not cfg.specs:
+        raise UserError("no specs to measure")
+    if "full" not in cfg.specs:
+        raise UserError("the specs must include 'full': every ratio is relative to it")
+    if len(set(cfg.specs)) != len(cfg.specs):
+        raise UserError(f"a spec is given twice: {', '.join(cfg.specs)}")
+    for text in cfg.specs:
+        spec = Spec.parse(resolve_spec(cfg.model, text))
+        if spec.is_empty:
+            raise UserError(f"spec {text!r} trains nothing: there is no step to measure")
+        # Applying on the meta device checks components and feasibility without allocating
+        # (build errors such as a crop the patch size does not divide surface here too).
+        try:
+            with torch.device("meta"):
+                apply_spec(_build(cfg), spec, fingerprint=False)
+        except (RuntimeError, NotImplementedError):  # a library that cannot run on meta: check on tiny
+            apply_spec(_build(dataclasses.replace(cfg, preset="tiny")), spec, fingerprint=False)
+
+
+# --------------------------------------------------------------------------- one spec, in this process
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _make_step(model: nn.Module, spec: Any, precision: str, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], Any]:
+    """One optimisation step as :mod:`petite.engine.steps` takes it (see module docstring)."""
+    from petite.engine.efficiency import autocast, grad_scaler
+    from petite.models.cvtgan import discriminator_loss, generator_loss
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    scaler = grad_scaler(device, precision)
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    disc = getattr(model, "discriminator", None)
+    if not isinstance(disc, nn.Module):
+        def regression(short: torch.Tensor, long: torch.Tensor) -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            with autocast(device, precision):
+                loss = F.l1_loss(model(short), long)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            return loss.detach()
+
+        return regression
+
+    train_disc = bool(spec.full)
+    disc.requires_grad_(train_disc)
+    disc_params = [p for p in disc.parameters() if p.requires_grad]
+    params = [p for p in params if all(p is not q for q in disc_params)]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    disc_opt = torch.optim.Adam(disc_params, lr=1e-4, betas=(0.5, 0.999)) if train_disc else None
+    if not train_disc:
+        disc.eval()  # frozen under PEFT: BatchNorm statistics fixed, as in the engine
+
+    def gan(short: torch.Tensor, long: torch.Tensor) -> torch.Tensor:
+        with autocast(device, precision):
+            fake = model(short)
+        if disc_opt is not None:
+            disc_opt.zero_grad(set_to_none=True)
+            with autocast(device, precision):
+                d_loss = discriminator_loss(disc(short, long), disc(short, fake.detach()))
+            scaler.scale(d_loss).backward()
+            scaler.step(disc_opt)
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            loss = generator_loss(disc(short, fake), fake, long)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss.detach()
+
+    return gan
+
+
+def _loss_for_profile(model: nn.Module, short: torch.Tensor, long: torch.Tensor) -> torch.Tensor:
+    disc = getattr(model, "discriminator", None)
+    if isinstance(disc, nn.Module):
+        from petite.models.cvtgan import generator_loss
+
+        fake = model(short)
+        return generator_loss(disc(short, fake), fake, long)
+    return F.l1_loss(model(short), long)
+
+
+def _inference_times(variants: dict[str, nn.Module], x: torch.Tensor, rounds: int, warmup: int, precision: str,
+                     device: torch.device) -> dict[str, Any]:
+    """Round-robin latency of each variant; per-round ratios to ``base``."""
+    from petite.engine.efficiency import autocast
+
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    with torch.no_grad(), autocast(device, precision):
+        for model in variants.values():
+            for _ in range(max(warmup, 1)):
+                model(x)
+        for _ in range(rounds):
+            for name, model in variants.items():
+                times[name].append(_timed(lambda m=model: m(x), device))
+    out: dict[str, Any] = {f"infer_{k}_s": statistics.median(v) for k, v in times.items()}
+    for k, v in times.items():
+        if k != "base":
+            out[f"{k}_ratio"] = statistics.median(a / b for a, b in zip(v, times["base"]))
+    return out
+
+
+def measure_spec(cfg: BenchConfig, spec_text: str) -> dict[str, Any]:
+    """Measure one spec in this process (:func:`run_bench` calls it in a fresh subprocess per spec)."""
+    from petite.device import resolve_device
+    from petite.engine.efficiency import (
+        apply_memory_options,
+        autocast,
+        autograd_profile,
+        default_checkpoint,
+        disable_checkpointing,
+        disable_lean_convs,
+    )
+    from petite.engine.memory import peak_memory_mb, reset_peak_memory
+    from petite.peft import Spec, apply_spec, merge, summary
+
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    spec = Spec.parse(resolve_spec(cfg.model, spec_text))
+    checkpoint = cfg.checkpoint or default_checkpoint(spec)
+    torch.manual_seed(0)
+    model = _build(cfg).to(device)
+    base = copy.deepcopy(model).eval() if cfg.infer else None
+    state = apply_spec(model, spec, fingerprint=False)
+    info = summary(model, state)
+    model.train()
+    step = _make_step(model, spec, cfg.precision, device)  # (puts a frozen discriminator in eval mode)
+    options = apply_memory_options(model, checkpoint, lean_convs=cfg.lean_convs)
+    gen = torch.Generator().manual_seed(1)
+    short = torch.rand(cfg.batch, 1, *cfg.crop, generator=gen).to(device)
+    long = torch.rand(cfg.batch, 1, *cfg.crop, generator=gen).to(device)
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    start_mb = reset_peak_memory(device)  # CPU: VmHWM reset to the resident set now
+    for _ in range(cfg.warmup):
+        step(short, long)
+    times = [_timed(lambda: step(short, long), device) for _ in range(cfg.steps)]
+    peak = peak_memory_mb(device)
+    peak_mb = peak if device.type == "cuda" else peak - start_mb
+    for p in model.parameters():
+        p.grad = None
+
+    with autocast(device, cfg.precision):
+        profile = autograd_profile(model, lambda: _loss_for_profile(model, short, long))
+    row: dict[str, Any] = {
+        "spec": spec_text, "spec_string": spec.to_string(), "trainable": info["trainable"],
+        "percent_trainable": info["percent"], "checkpoint": checkpoint, "precision": cfg.precision,
+        "lean_convs": cfg.lean_convs, "checkpointed": options["checkpointed"],
+        "step_s": statistics.median(times), "step_times_s": times, "peak_mb": peak_mb,
+        "memory_kind": "cuda peak allocated" if device.type == "cuda" else "peak resident set growth",
+        "process_peak_mb": peak, "saved_mb": profile["saved_bytes"] / 2**20, "graph_from": profile["graph_from"],
+    }
+    if base is not None:
+        disable_checkpointing(model)
+        disable_lean_convs(model)
+        model.eval()
+        merged = merge(copy.deepcopy(model), unload=False)
+        unloaded = merge(copy.deepcopy(model))
+        variants = {"base": base, "unmerged": model, "merged": merged, "unloaded": unloaded}
+        row.update(_inference_times(variants, short, max(cfg.steps, 3), cfg.warmup, cfg.precision, device))
+    return row
+
+
+# --------------------------------------------------------------------------- every spec, isolated
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (empty where the platform has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _run_isolated(cfg: BenchConfig, spec: str) -> dict[str, Any]:
+    import petite
+
+    cmd = [sys.executable, "-m", "petite.bench", "--one", json.dumps({"config": cfg.to_dict(), "spec": spec})]
+    # The child imports the same petite as this process (a checkout may shadow an installed copy).
+    root = str(Path(petite.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"bench of spec {spec!r} failed (exit {proc.returncode}): {tail[0]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {torch.get_num_threads()} threads"
+
+
+def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure every spec ``repeats`` times, each in a fresh subprocess; ratios against ``full`` per round.
+
+    Returns ``{"results": [row per spec], "device", "load_average": {"before", "after"}, "config"}``;
+    each row has the medians over rounds (``step_s``, ``peak_mb``, ``saved_mb``, ``infer_*_s``), the
+    median ratios (``step_ratio``, ``memory_ratio``, ``saved_ratio``, ``unmerged_ratio``,
+    ``merged_ratio``, ``unloaded_ratio``), their spread over rounds (``spread``) and every round's
+    raw measurement (``rounds``).
+    """
+    from petite.device import resolve_device
+
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    before = load_average()
+    rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in cfg.specs}
+    for r in range(cfg.repeats):
+        for spec in cfg.specs:
+            row = _run_isolated(cfg, spec)
+            rounds[spec].append(row)
+            if progress is not None:
+                progress(f"round {r + 1}/{cfg.repeats} {spec}: step {row['step_s']:.3f} s, "
+                         f"peak {row['peak_mb']:.0f} MB, load {load_average()[:1]}")
+    after = load_average()
+    results = []
+    for spec, runs in rounds.items():
+        ratio_keys = {"step_ratio": "step_s", "memory_ratio": "peak_mb", "saved_ratio": "saved_mb"}
+        ratios: dict[str, list[float]] = {k: [] for k in ratio_keys}
+        for run, ref in zip(runs, rounds["full"]):
+            for key, field in ratio_keys.items():
+                if ref[field] > 0:
+                    ratios[key].append(run[field] / ref[field])
+        for key in ("unmerged_ratio", "merged_ratio", "unloaded_ratio"):
+            if key in runs[0]:
+                ratios[key] = [run[key] for run in runs]
+        medians = {k: statistics.median(run[k] for run in runs)
+                   for k in ("step_s", "peak_mb", "saved_mb", "process_peak_mb", "infer_base_s", "infer_unmerged_s",
+                             "infer_merged_s", "infer_unloaded_s") if k in runs[0]}
+        first = runs[0]
+        results.append({
+            "spec": spec, **{k: first[k] for k in ("spec_string", "trainable", "percent_trainable", "checkpoint",
+                                                   "precision", "lean_convs", "checkpointed", "memory_kind",
+                                                   "graph_from")},
+            **medians,
+            **{k: (statistics.median(v) if v else None) for k, v in ratios.items()},
+            "spread": {k: _spread(v) for k, v in ratios.items() if v},
+            "rounds": runs,
+        })
+    return {"results": results, "device": _device_name(device), "load_average": {"before": before, "after": after},
+            "config": cfg.to_dict(), "torch": torch.__version__}
+
+
+def format_bench(result: dict[str, Any]) -> tuple[str, str]:
+    """``(plain text, markdown)`` table of a :func:`run_bench` result."""
+    def f(value: float | None, digits: int = 2) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    def rng(row: dict[str, Any], key: str) -> str:
+        s = row["spread"].get(key)
+        if s is None or s["min"] == s["max"]:
+            return f(row.get(key))
+        return f"{f(row.get(key))} ({f(s['min'])}-{f(s['max'])})"
+
+    columns = ["spec", "% trained", "ckpt", "step s", "step/full", "peak MB", "mem/full", "saved MB",
+               "merged/base", "unloaded/base", "unmerged/base"]
+    cells = [
+        [row["spec"], f(row["percent_trainable"], 3), row["checkpoint"], f(row["step_s"], 3), rng(row, "step_ratio"),
+         f(row["peak_mb"], 0), rng(row, "memory_ratio"), f(row["saved_mb"], 0), rng(row, "merged_ratio"),
+         rng(row, "unloaded_ratio"), rng(row, "unmerged_ratio")]
+        for row in result["results"]
+    ]
+    return render_table(columns, cells)
+
+
+def _main_one(payload: str) -> None:
+    data = json.loads(payload)
+    print(json.dumps(measure_spec(BenchConfig.from_dict(data["config"]), data["spec"])))
+
+
+if __name__ == "__main__":
+    # Internal entry point of run_bench's subprocesses: ``python -m petite.bench --one JSON``.
+    if len(sys.argv) != 3 or sys.argv[1] != "--one":
+        sys.exit("usage: python -m petite.bench --one JSON (internal; use `petite bench peft`)")
+    _main_one(sys.argv[2])

@@ -1,0 +1,58 @@
+"""`petite bench peft`: fresh processes per spec, JSON with ratios against full, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli_runner import run_cli
+
+
+@pytest.mark.e2e
+def test_bench_peft_json_on_tiny(capsys, tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    code, stdout, err = run_cli(["bench", "peft", "--model", "cvtgan", "--preset", "tiny", "--crop", "32,32,32",
+                                 "--specs", "full,petite", "--batch", "2", "--steps", "1", "--warmup", "0", "--threads", "1",
+                                 "--json", "--out", out], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert json.loads(out.read_text()) == result
+    assert {"results", "device", "load_average", "config"} <= set(result)
+    rows = {r["spec"]: r for r in result["results"]}
+    assert list(rows) == ["full", "petite"]
+    full = rows["full"]
+    assert full["step_ratio"] == 1.0 and full["memory_ratio"] == 1.0 and full["checkpoint"] == "none"
+    petite = rows["petite"]
+    assert petite["spec_string"] == "encoder=vpt:tokens=8/32,decoder=lora,bitfit"
+    for row in rows.values():
+        for key in ("step_ratio", "memory_ratio", "peak_mb", "step_s", "saved_mb", "merged_ratio", "unloaded_ratio"):
+            assert isinstance(row[key], float) and row[key] > 0, key
+    assert result["device"].startswith("cpu")
+
+
+@pytest.mark.e2e
+def test_bench_peft_table(capsys) -> None:
+    code, stdout, err = run_cli(["bench", "peft", "-m", "unetr", "-p", "tiny", "--crop", "32,32,32",
+                                 "--specs", "full;encoder=lora:r=4,bitfit", "--checkpoint", "all", "--no-infer",
+                                 "--steps", "1", "--warmup", "0", "--threads", "1"], capsys)
+    assert code == 0, err
+    assert "load average" in stdout and "step/full" in stdout and "encoder=lora:r=4,bitfit" in stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--model", "nonet"],
+        ["--model", "unetr", "--specs", "full,loraa"],
+        ["--model", "unetr", "--crop", "64,64"],
+        ["--model", "unetr", "--crop", "64,64,60"],
+        ["--model", "unetr", "--specs", "lora"],
+        ["--model", "unetr", "--precision", "fp16", "--device", "cpu"],
+        ["--model", "unetr", "--checkpoint", "some"],
+    ],
+)
+def test_bench_peft_bad_input_exits_2(capsys, argv) -> None:
+    code, _, err = run_cli(["bench", "peft", *argv], capsys)
+    assert code == 2
+    assert err.startswith("petite: error:") and len(err.strip().splitlines()) == 1
