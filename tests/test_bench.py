@@ -47,7 +47,7 @@ def test_measure_one_spec(model: str, spec: str) -> None:
     cfg = BenchConfig(model=model, preset="tiny", crop=(32, 32, 32), specs=["full", spec], steps=1, warmup=0,
                       batch=2, device="cpu")
     row = measure_spec(cfg, spec)
-    assert row["checkpoint"] == "frozen" and row["lean_convs"] and row["precision"] == "fp32"
+    assert row["checkpoint"] == "frozen" and row["lean"] and row["precision"] == "fp32"
     assert row["step_s"] > 0 and row["saved_mb"] > 0 and 0 < row["percent_trainable"] < 100
     assert row["graph_from"]  # some module is reached by the graph
     for key in ("infer_base_s", "infer_unmerged_s", "infer_merged_s", "infer_unloaded_s", "merged_ratio"):

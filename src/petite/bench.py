@@ -13,7 +13,9 @@ so that its peak memory is its own:
   and ``fp32|bf16|fp16`` autocast.  Median of ``steps`` timed steps after ``warmup``.
 * **peak memory**: CUDA: peak allocated during the steps (weights included); CPU: growth of
   the peak resident set (VmHWM, reset first) from just before the first step to the end:
-  activations, gradients, optimiser state and allocator slack, the weights excluded.
+  activations, gradients, optimiser state and allocator slack, the weights excluded.  And
+  everywhere the peak of live tensor bytes (:class:`PeakTensorBytes`, the CPU's analogue of
+  CUDA's peak allocated, without the allocator's slack), in one extra first step.
 * **saved for backward**: bytes autograd keeps after one forward of the step's loss
   (:func:`~petite.engine.efficiency.autograd_profile`; deterministic, unlike the peak), and the
   first module a graph reaches (PyTorch records nothing before it).
@@ -38,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from petite.errors import UserError
 from petite.tables import render_table
@@ -61,7 +65,8 @@ class BenchConfig:
     """One bench: a model, a preset, a crop, the specs and the memory/precision options.
 
     ``checkpoint``: ``None`` = each spec's default mode.  ``threads``: ``None`` = PyTorch's
-    default.  ``lean_convs``: frozen convolutions keep no input for backward.
+    default.  ``lean``: :func:`petite.engine.efficiency.enable_lean_backward` (frozen convolutions keep
+    no input, ReLU/LeakyReLU a 1-byte mask).
     """
 
     model: str
@@ -70,11 +75,12 @@ class BenchConfig:
     specs: list[str] = dataclasses.field(default_factory=list)
     checkpoint: str | None = None
     precision: str = "fp32"
-    lean_convs: bool = True
+    lean: bool = True
     batch: int = 1
     steps: int = 5
     warmup: int = 2
     repeats: int = 1
+    infer_rounds: int = 7
     device: str = "auto"
     threads: int | None = None
     infer: bool = True
@@ -140,7 +146,7 @@ def validate(cfg: BenchConfig) -> None:
     if cfg.checkpoint is not None and cfg.checkpoint not in CHECKPOINT_MODES:
         raise UserError(f"checkpoint must be one of {', '.join(CHECKPOINT_MODES)}, got {cfg.checkpoint!r}")
     for name, value, least in (("batch", cfg.batch, 1), ("steps", cfg.steps, 1), ("warmup", cfg.warmup, 0),
-                               ("repeats", cfg.repeats, 1)):
+                               ("repeats", cfg.repeats, 1), ("infer_rounds", cfg.infer_rounds, 1)):
         if value < least:
             raise UserError(f"{name} must be >= {least}, got {value}")
     from petite.device import resolve_device
@@ -168,6 +174,42 @@ def validate(cfg: BenchConfig) -> None:
 # --------------------------------------------------------------------------- one spec, in this process
 
 
+class PeakTensorBytes(TorchDispatchMode):
+    """Peak bytes of the tensor storages created while active and still alive: the CPU's ``max_memory_allocated``.
+
+    The resident set of a CPU process also holds the allocator's slack (freed blocks glibc keeps,
+    per-thread arenas), which shifts by tens of MB with the order of allocations; this counts what
+    a GPU's caching allocator would report as allocated: every storage an ATen op returns (forward,
+    backward, optimiser), from its creation to the moment it is freed (a finalizer on the storage,
+    whose Python object PyTorch keeps for the storage's lifetime).  Storages that existed before
+    (weights) do not count; scratch memory inside kernels (oneDNN workspaces) is not seen.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._sizes: dict[int, int] = {}
+
+    def _free(self, key: int) -> None:
+        self.live -= self._sizes.pop(key, 0)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key = id(storage)
+                if key not in self._sizes and storage.nbytes() > 0:
+                    self._sizes[key] = storage.nbytes()
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -186,11 +228,11 @@ def _make_step(model: nn.Module, spec: Any, precision: str, device: torch.device
     from petite.engine.efficiency import autocast, grad_scaler
     from petite.models.cvtgan import discriminator_loss, generator_loss
 
-    params = [p for p in model.parameters() if p.requires_grad]
     scaler = grad_scaler(device, precision)
-    opt = torch.optim.AdamW(params, lr=1e-4)
     disc = getattr(model, "discriminator", None)
     if not isinstance(disc, nn.Module):
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
         def regression(short: torch.Tensor, long: torch.Tensor) -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
             with autocast(device, precision):
@@ -205,8 +247,8 @@ def _make_step(model: nn.Module, spec: Any, precision: str, device: torch.device
     train_disc = bool(spec.full)
     disc.requires_grad_(train_disc)
     disc_params = [p for p in disc.parameters() if p.requires_grad]
-    params = [p for p in params if all(p is not q for q in disc_params)]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    disc_ids = {id(p) for p in disc.parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad and id(p) not in disc_ids], lr=1e-4)
     disc_opt = torch.optim.Adam(disc_params, lr=1e-4, betas=(0.5, 0.999)) if train_disc else None
     if not train_disc:
         disc.eval()  # frozen under PEFT: BatchNorm statistics fixed, as in the engine
@@ -270,7 +312,7 @@ def measure_spec(cfg: BenchConfig, spec_text: str) -> dict[str, Any]:
         autograd_profile,
         default_checkpoint,
         disable_checkpointing,
-        disable_lean_convs,
+        disable_lean_backward,
     )
     from petite.engine.memory import peak_memory_mb, reset_peak_memory
     from petite.peft import Spec, apply_spec, merge, summary
@@ -287,7 +329,7 @@ def measure_spec(cfg: BenchConfig, spec_text: str) -> dict[str, Any]:
     info = summary(model, state)
     model.train()
     step = _make_step(model, spec, cfg.precision, device)  # (puts a frozen discriminator in eval mode)
-    options = apply_memory_options(model, checkpoint, lean_convs=cfg.lean_convs)
+    options = apply_memory_options(model, checkpoint, lean=cfg.lean)
     gen = torch.Generator().manual_seed(1)
     short = torch.rand(cfg.batch, 1, *cfg.crop, generator=gen).to(device)
     long = torch.rand(cfg.batch, 1, *cfg.crop, generator=gen).to(device)
@@ -296,6 +338,10 @@ def measure_spec(cfg: BenchConfig, spec_text: str) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     start_mb = reset_peak_memory(device)  # CPU: VmHWM reset to the resident set now
+    # One first step counts the live tensor bytes (the optimiser's state is created in it); the
+    # dispatch mode slows it down, so it is neither warm-up nor timed.
+    with PeakTensorBytes() as tracker:
+        step(short, long)
     for _ in range(cfg.warmup):
         step(short, long)
     times = [_timed(lambda: step(short, long), device) for _ in range(cfg.steps)]
@@ -309,19 +355,20 @@ def measure_spec(cfg: BenchConfig, spec_text: str) -> dict[str, Any]:
     row: dict[str, Any] = {
         "spec": spec_text, "spec_string": spec.to_string(), "trainable": info["trainable"],
         "percent_trainable": info["percent"], "checkpoint": checkpoint, "precision": cfg.precision,
-        "lean_convs": cfg.lean_convs, "checkpointed": options["checkpointed"],
+        "lean": cfg.lean, "checkpointed": options["checkpointed"],
         "step_s": statistics.median(times), "step_times_s": times, "peak_mb": peak_mb,
         "memory_kind": "cuda peak allocated" if device.type == "cuda" else "peak resident set growth",
-        "process_peak_mb": peak, "saved_mb": profile["saved_bytes"] / 2**20, "graph_from": profile["graph_from"],
+        "process_peak_mb": peak, "tensor_peak_mb": tracker.peak / 2**20,
+        "saved_mb": profile["saved_bytes"] / 2**20, "graph_from": profile["graph_from"],
     }
     if base is not None:
         disable_checkpointing(model)
-        disable_lean_convs(model)
+        disable_lean_backward(model)
         model.eval()
         merged = merge(copy.deepcopy(model), unload=False)
         unloaded = merge(copy.deepcopy(model))
         variants = {"base": base, "unmerged": model, "merged": merged, "unloaded": unloaded}
-        row.update(_inference_times(variants, short, max(cfg.steps, 3), cfg.warmup, cfg.precision, device))
+        row.update(_inference_times(variants, short, cfg.infer_rounds, cfg.warmup, cfg.precision, device))
     return row
 
 
@@ -387,7 +434,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     after = load_average()
     results = []
     for spec, runs in rounds.items():
-        ratio_keys = {"step_ratio": "step_s", "memory_ratio": "peak_mb", "saved_ratio": "saved_mb"}
+        ratio_keys = {"step_ratio": "step_s", "memory_ratio": "peak_mb", "tensor_ratio": "tensor_peak_mb",
+                      "saved_ratio": "saved_mb"}
         ratios: dict[str, list[float]] = {k: [] for k in ratio_keys}
         for run, ref in zip(runs, rounds["full"]):
             for key, field in ratio_keys.items():
@@ -397,12 +445,12 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
             if key in runs[0]:
                 ratios[key] = [run[key] for run in runs]
         medians = {k: statistics.median(run[k] for run in runs)
-                   for k in ("step_s", "peak_mb", "saved_mb", "process_peak_mb", "infer_base_s", "infer_unmerged_s",
+                   for k in ("step_s", "peak_mb", "tensor_peak_mb", "saved_mb", "process_peak_mb", "infer_base_s", "infer_unmerged_s",
                              "infer_merged_s", "infer_unloaded_s") if k in runs[0]}
         first = runs[0]
         results.append({
             "spec": spec, **{k: first[k] for k in ("spec_string", "trainable", "percent_trainable", "checkpoint",
-                                                   "precision", "lean_convs", "checkpointed", "memory_kind",
+                                                   "precision", "lean", "checkpointed", "memory_kind",
                                                    "graph_from")},
             **medians,
             **{k: (statistics.median(v) if v else None) for k, v in ratios.items()},
@@ -424,12 +472,12 @@ def format_bench(result: dict[str, Any]) -> tuple[str, str]:
             return f(row.get(key))
         return f"{f(row.get(key))} ({f(s['min'])}-{f(s['max'])})"
 
-    columns = ["spec", "% trained", "ckpt", "step s", "step/full", "peak MB", "mem/full", "saved MB",
-               "merged/base", "unloaded/base", "unmerged/base"]
+    columns = ["spec", "% trained", "ckpt", "step s", "step/full", "peak MB", "mem/full", "tensors MB",
+               "tensors/full", "saved MB", "merged/base", "unloaded/base", "unmerged/base"]
     cells = [
         [row["spec"], f(row["percent_trainable"], 3), row["checkpoint"], f(row["step_s"], 3), rng(row, "step_ratio"),
-         f(row["peak_mb"], 0), rng(row, "memory_ratio"), f(row["saved_mb"], 0), rng(row, "merged_ratio"),
-         rng(row, "unloaded_ratio"), rng(row, "unmerged_ratio")]
+         f(row["peak_mb"], 0), rng(row, "memory_ratio"), f(row.get("tensor_peak_mb"), 0), rng(row, "tensor_ratio"),
+         f(row["saved_mb"], 0), rng(row, "merged_ratio"), rng(row, "unloaded_ratio"), rng(row, "unmerged_ratio")]
         for row in result["results"]
     ]
     return render_table(columns, cells)

@@ -24,9 +24,9 @@ from petite.engine.efficiency import (
     checkpointed,
     default_checkpoint,
     disable_checkpointing,
-    disable_lean_convs,
+    disable_lean_backward,
     enable_checkpointing,
-    enable_lean_convs,
+    enable_lean_backward,
     grad_scaler,
     resolve_precision,
     saved_tensor_bytes,
@@ -130,21 +130,21 @@ def test_lean_conv_gradients_equal_pytorch_and_keep_no_input(make, train_bias: b
 
     native = run()
     native_saved = sum(saved_tensor_bytes(conv, lambda: conv(x * 1.0)).values())
-    assert enable_lean_convs(conv) == [""]
+    assert enable_lean_backward(conv) == [""]
     lean = run()
     lean_saved = sum(saved_tensor_bytes(conv, lambda: conv(x * 1.0)).values())
     assert torch.equal(lean[0], native[0])  # the input gradient is the same kernel: bit for bit
     for a, b in zip(lean[1:], native[1:]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # the bias sum, in another order
     assert native_saved >= x.numel() * 4 and lean_saved == 0  # PyTorch keeps the input; the lean path nothing
-    disable_lean_convs(conv)
+    disable_lean_backward(conv)
     assert "forward" not in conv.__dict__
 
 
 def test_lean_conv_leaves_trainable_weights_and_inference_to_pytorch() -> None:
     torch.manual_seed(0)
     conv = nn.Conv3d(2, 3, 3, padding=1)
-    enable_lean_convs(conv)
+    enable_lean_backward(conv)
     x = torch.randn(1, 2, 5, 5, 5)
     conv(x).sum().backward()
     assert conv.weight.grad is not None  # a trainable weight: PyTorch's path, weight gradient computed
@@ -160,7 +160,7 @@ def test_lean_conv_under_bf16_autocast_matches_autocast() -> None:
     results = []
     for lean in (False, True):
         if lean:
-            enable_lean_convs(conv)
+            enable_lean_backward(conv)
         x.grad = conv.bias.grad = None
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = conv(x)
@@ -173,12 +173,32 @@ def test_lean_conv_under_bf16_autocast_matches_autocast() -> None:
     torch.testing.assert_close(results[1][2], results[0][2], rtol=2e-2, atol=1e-1)
 
 
+@pytest.mark.parametrize("act", [lambda: nn.LeakyReLU(0.01, inplace=True), lambda: nn.LeakyReLU(0.2), lambda: nn.ReLU(),
+                                 lambda: nn.ReLU(inplace=True)])
+def test_lean_activation_gradients_are_pytorchs_and_keep_a_byte_mask(act) -> None:
+    module = act()
+    x = torch.randn(2, 3, 8, 8, 8, requires_grad=True)
+    grad_out = torch.randn(x.shape)
+    x.grad = None
+    expected_out = module(x * 1.0)
+    expected_out.backward(grad_out)
+    expected = x.grad.clone()
+    native_saved = sum(saved_tensor_bytes(module, lambda: module(x * 1.0)).values())
+    enable_lean_backward(module)
+    x.grad = None
+    out = module(x * 1.0)
+    out.backward(grad_out)
+    assert torch.equal(out, expected_out) and torch.equal(x.grad, expected)
+    lean_saved = sum(saved_tensor_bytes(module, lambda: module(x * 1.0)).values())
+    assert native_saved == x.numel() * 4 and lean_saved == x.numel()  # float32 copy -> bool mask
+
+
 @pytest.mark.parametrize("name,spec", [("unetr", "petite-unetr"), ("unetr", "encoder=lora:r=4"),
                                        ("cvtgan", "petite-cvtgan"), ("cvtgan", "encoder=vpt:tokens=8/32")])
-def test_lean_convs_keep_model_gradients_and_save_memory(name: str, spec: str) -> None:
+def test_lean_backward_keeps_model_gradients_and_saves_memory(name: str, spec: str) -> None:
     reference = _gradients(_model(name, spec))
     lean_model = _model(name, spec)
-    _assert_same(reference, _gradients(lean_model, enable_lean_convs), exact=False)
+    _assert_same(reference, _gradients(lean_model, enable_lean_backward), exact=False)
     short, long = _batch()
     plain = _model(name, spec)
     before = sum(saved_tensor_bytes(plain, lambda: _loss(plain, short, long)).values())
@@ -213,7 +233,7 @@ def test_checkpointing_gives_identical_gradients(name: str, spec: str, mode: str
     _assert_same(reference, grads, exact=True)
 
 
-def test_checkpointing_with_lean_convs_gives_the_same_gradients() -> None:
+def test_checkpointing_with_lean_backward_gives_the_same_gradients() -> None:
     reference = _gradients(_model("unetr", "petite-unetr"))
     grads = _gradients(_model("unetr", "petite-unetr"), lambda m: apply_memory_options(m, "all"))
     _assert_same(reference, grads, exact=False)
@@ -331,7 +351,7 @@ def test_pytorch_already_records_no_graph_before_the_first_trainable_tensor(name
 
 
 def test_pytorch_keeps_no_input_of_a_frozen_linear_but_keeps_a_frozen_convs() -> None:
-    # The measurement behind enable_lean_convs: a frozen nn.Linear saves only its weight.
+    # The measurement behind enable_lean_backward: a frozen nn.Linear saves only its weight.
     x = torch.randn(4, 16, requires_grad=True)
     linear = nn.Linear(16, 8).requires_grad_(False)
     assert sum(saved_tensor_bytes(linear, lambda: linear(x * 1.0)).values()) == 0

@@ -27,23 +27,26 @@ def bench_group() -> None:
                    "frozen for PEFT).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Autocast precision (fp16: CUDA only).")
-@click.option("--lean-convs/--no-lean-convs", default=True, show_default=True,
-              help="Frozen convolutions keep no input for backward (--no-lean-convs: PyTorch's default).")
+@click.option("--lean/--no-lean", default=True, show_default=True,
+              help="Keep less for backward: frozen convolutions no input, ReLU/LeakyReLU a 1-byte mask "
+                   "(--no-lean: what PyTorch keeps).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Crops per step.")
-@click.option("--steps", type=int, default=5, show_default=True, help="Timed steps (and inference rounds).")
+@click.option("--steps", type=int, default=5, show_default=True, help="Timed steps.")
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed steps first.")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Rounds over all specs, each spec in a fresh process; medians over rounds are reported.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: PyTorch's).")
+@click.option("--infer-rounds", type=int, default=7, show_default=True,
+              help="Round-robin inference timings of base, unmerged, merged and unloaded.")
 @click.option("--no-infer", is_flag=True, help="Skip the inference latencies.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the JSON result to this file.")
 @click.option("--markdown", is_flag=True, help="Print the table as markdown.")
 def peft_cmd(model: str, preset: str, crop: str, specs_text: str | None, checkpoint: str | None, precision: str,
-             lean_convs: bool, batch: int, steps: int, warmup: int, repeats: int, device: str, threads: int | None,
-             no_infer: bool, as_json: bool, out: Path | None, markdown: bool) -> None:
+             lean: bool, batch: int, steps: int, warmup: int, repeats: int, infer_rounds: int, device: str,
+             threads: int | None, no_infer: bool, as_json: bool, out: Path | None, markdown: bool) -> None:
     """Step time and peak memory of PEFT specs relative to full fine-tuning, and merged inference latency.
 
     Each spec runs in a fresh process (its peak memory is its own); ratios are taken against
@@ -57,8 +60,8 @@ def peft_cmd(model: str, preset: str, crop: str, specs_text: str | None, checkpo
     cfg = BenchConfig(
         model=model, preset=preset, crop=size,
         specs=split_specs(specs_text) if specs_text else default_specs(model),
-        checkpoint=checkpoint, precision=precision, lean_convs=lean_convs, batch=batch, steps=steps,
-        warmup=warmup, repeats=repeats, device=device, threads=threads, infer=not no_infer,
+        checkpoint=checkpoint, precision=precision, lean=lean, batch=batch, steps=steps,
+        warmup=warmup, repeats=repeats, infer_rounds=infer_rounds, device=device, threads=threads, infer=not no_infer,
     )
     result = run_bench(cfg, progress=lambda line: click.echo(line, err=True))
     if out is not None:

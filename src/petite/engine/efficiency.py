@@ -12,10 +12,11 @@ to keep fewer activations (measured per module by :func:`saved_tensor_bytes`):
   PyTorch also keeps no input of a frozen ``nn.Linear`` (its backward needs only the weight).
 * **Frozen convolutions** are where PyTorch keeps what backward does not need: a convolution
   whose weight is frozen saves its *input* anyway (``ConvolutionBackward0`` saves input and
-  weight whatever needs a gradient).  :func:`enable_lean_convs` routes such convolutions
+  weight whatever needs a gradient).  :func:`enable_lean_backward` routes such convolutions
   through an autograd function that keeps only the weight: the input gradient needs the
-  input's shape, the bias gradient only the output gradient.  Same gradients, measured
-  38 % fewer saved bytes under the PETITE UNETR spec (see ``benchmarks/results``).
+  input's shape, the bias gradient only the output gradient.  It also gives ReLU/LeakyReLU a
+  1-byte sign mask for backward instead of a float copy of their input or result.  Same
+  gradients, fewer bytes kept (numbers in ``benchmarks/results/README.md``).
 * **Activation checkpointing** (:func:`enable_checkpointing`): the blocks a model lists in
   its contract (``model.checkpoint_blocks``, :func:`petite.models.contract.checkpoint_blocks`)
   are recomputed in backward instead of storing their insides; ``frozen`` only blocks whose
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
@@ -46,7 +48,7 @@ CHECKPOINT_MODES: tuple[str, ...] = ("none", "frozen", "all")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 _CKPT_ATTR = "_petite_checkpointed"  # on a block: its own forward, before checkpointing wrapped it
-_LEAN_ATTR = "_petite_lean"  # on a convolution: marks the lean forward installed by enable_lean_convs
+_LEAN_ATTR = "_petite_lean"  # on a layer: marks the lean forward installed by enable_lean_backward
 
 
 # --------------------------------------------------------------------------- lean frozen convolutions
@@ -97,7 +99,7 @@ def _lean_applies(conv: nn.modules.conv._ConvNd, x: torch.Tensor) -> bool:
 
 def _lean_conv_forward(conv: nn.modules.conv._ConvNd, x: torch.Tensor,
                        output_size: list[int] | None = None) -> torch.Tensor:
-    """The forward :func:`enable_lean_convs` installs (bound to the convolution, so deep copies rebind)."""
+    """The forward :func:`enable_lean_backward` installs on convolutions (bound, so deep copies rebind)."""
     native = type(conv).forward
     if not _lean_applies(conv, x) or output_size is not None:
         return native(conv, x) if output_size is None else native(conv, x, output_size)
@@ -116,31 +118,74 @@ def _lean_conv_forward(conv: nn.modules.conv._ConvNd, x: torch.Tensor,
         return _FrozenWeightConv.apply(x, weight, bias, params)
 
 
-def enable_lean_convs(model: nn.Module) -> list[str]:
-    """Let every convolution of ``model`` skip saving its input for backward whenever its weight is frozen.
+def enable_lean_backward(model: nn.Module) -> list[str]:
+    """Keep less for backward where PyTorch keeps what backward does not need; returns the layers' names.
 
-    Decided at each call (a convolution whose weight trains, or any call without a graph, runs
-    PyTorch's own path), so it stays right when tensors are frozen or unfrozen later.  Returns the
-    names of the convolutions it installed itself on (all of them, frozen now or not).
-    Gradients are those of PyTorch's convolution (tested to float rounding).
+    * A convolution whose weight is frozen keeps no input (its input gradient needs the input's
+      shape only, its bias gradient the output gradient only).  Decided at each call: a
+      convolution whose weight trains, or any call without a graph, runs PyTorch's own path, so
+      it stays right when tensors are frozen or unfrozen later.
+    * ReLU and LeakyReLU keep a 1-byte sign mask instead of their float input or result.
+
+    Gradients equal PyTorch's: input gradients and activations bit for bit, a convolution's
+    bias gradient to float rounding (a sum taken in another order); tested.  Installed as
+    instance ``forward`` attributes (state_dict and classes untouched; bound methods, so
+    ``copy.deepcopy`` rebinds them to the copy).
     """
     names = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd) and not getattr(module, _LEAN_ATTR, False):
-            # An instance attribute: state_dict and the class stay untouched; a bound method, so
-            # copy.deepcopy binds the copy's forward to the copy.
+        if getattr(module, _LEAN_ATTR, False):
+            continue
+        if isinstance(module, nn.modules.conv._ConvNd):
             module.forward = types.MethodType(_lean_conv_forward, module)
-            setattr(module, _LEAN_ATTR, True)
-            names.append(name)
+        elif type(module) in (nn.ReLU, nn.LeakyReLU):  # exact types: a subclass may compute something else
+            module.forward = types.MethodType(_lean_activation_forward, module)
+        else:
+            continue
+        setattr(module, _LEAN_ATTR, True)
+        names.append(name)
     return names
 
 
-def disable_lean_convs(model: nn.Module) -> None:
-    """Undo :func:`enable_lean_convs`."""
+def disable_lean_backward(model: nn.Module) -> None:
+    """Undo :func:`enable_lean_backward`."""
     for module in model.modules():
         if getattr(module, _LEAN_ATTR, False):
             del module.forward
             delattr(module, _LEAN_ATTR)
+
+
+class _MaskedLeakyReLU(torch.autograd.Function):
+    """LeakyReLU (ReLU: slope 0) that keeps a 1-byte sign mask for backward instead of a float tensor.
+
+    Its derivative is 1 where the input is positive and ``slope`` elsewhere: the sign is all
+    backward needs.  PyTorch keeps the whole input (or, in place, the result): 4 bytes a voxel
+    in float32 against 1.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, slope: float, inplace: bool) -> torch.Tensor:
+        positive = x > 0
+        ctx.slope = slope
+        ctx.save_for_backward(positive)
+        if inplace:
+            ctx.mark_dirty(x)
+            return F.leaky_relu_(x, slope) if slope else F.relu_(x)
+        return F.leaky_relu(x, slope) if slope else F.relu(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (positive,) = ctx.saved_tensors
+        # PyTorch's leaky_relu_backward: grad where the input was > 0, else grad * slope.
+        return torch.where(positive, grad, grad * ctx.slope), None, None
+
+
+def _lean_activation_forward(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The forward :func:`enable_lean_backward` installs on ReLU / LeakyReLU modules."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return type(act).forward(act, x)
+    slope = float(getattr(act, "negative_slope", 0.0))
+    return _MaskedLeakyReLU.apply(x, slope, bool(act.inplace))
 
 
 # --------------------------------------------------------------------------- activation checkpointing
@@ -248,13 +293,13 @@ def default_checkpoint(spec: Spec | str) -> str:
     return "none" if spec.full or spec.is_empty else "frozen"
 
 
-def apply_memory_options(model: nn.Module, checkpoint: str, lean_convs: bool = True) -> dict[str, list[str]]:
-    """What the training engine calls once the trainable set is final: lean convs and checkpointing.
+def apply_memory_options(model: nn.Module, checkpoint: str, lean: bool = True) -> dict[str, list[str]]:
+    """What the training engine calls once the trainable set is final: lean backward and checkpointing.
 
-    Returns ``{"checkpointed": [...], "lean_convs": [...]}`` (module names) for the run's log.
+    Returns ``{"checkpointed": [...], "lean": [...]}`` (module names) for the run's log.
     """
-    lean = enable_lean_convs(model) if lean_convs else []
-    return {"checkpointed": enable_checkpointing(model, checkpoint), "lean_convs": lean}
+    lean_layers = enable_lean_backward(model) if lean else []
+    return {"checkpointed": enable_checkpointing(model, checkpoint), "lean": lean_layers}
 
 
 # --------------------------------------------------------------------------- mixed precision
@@ -401,9 +446,9 @@ __all__ = [
     "checkpointed",
     "default_checkpoint",
     "disable_checkpointing",
-    "disable_lean_convs",
+    "disable_lean_backward",
     "enable_checkpointing",
-    "enable_lean_convs",
+    "enable_lean_backward",
     "grad_scaler",
     "is_frozen",
     "resolve_precision",
