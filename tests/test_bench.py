@@ -58,11 +58,21 @@ def test_measure_one_spec(model: str, spec: str) -> None:
 
 def test_format_bench_table() -> None:
     rows = [
-        {"spec": s, "percent_trainable": p, "checkpoint": "none", "step_s": t, "step_ratio": t / 2, "peak_mb": m,
+        {"spec": s, "percent_trainable": p, "checkpoint": "none", "precision": "fp32", "step_s": t,
+         "step_ratio": t / 2, "peak_mb": m,
          "memory_ratio": m / 100, "saved_mb": 1.0, "merged_ratio": 1.0, "unloaded_ratio": 1.0, "unmerged_ratio": 1.0,
          "spread": {"step_ratio": {"median": t / 2, "min": 0.4, "max": 0.6}}}
         for s, p, t, m in (("full", 100.0, 2.0, 100.0), ("lora", 0.5, 1.0, 40.0))
     ]
     text, md = format_bench({"results": rows})
-    assert "step/full" in text and "0.50 (0.40-0.60)" in text
+    assert "step/full" in text and "0.50 (0.40-0.60)" in text and "step/plain" not in text
     assert md.splitlines()[0].startswith("| spec |") and "| lora |" in md
+
+
+def test_plain_reference_only_when_options_differ() -> None:
+    from petite.bench import is_plain
+
+    assert is_plain(BenchConfig(model="unetr", lean=False))
+    assert is_plain(BenchConfig(model="unetr", lean=False, checkpoint="none"))
+    assert not is_plain(BenchConfig(model="unetr"))  # lean by default
+    assert not is_plain(BenchConfig(model="unetr", lean=False, precision="bf16"))

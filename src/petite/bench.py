@@ -407,14 +407,34 @@ def _device_name(device: torch.device) -> str:
     return f"cpu: {torch.get_num_threads()} threads"
 
 
+#: Label of the reference row measured as PyTorch runs full fine-tuning: fp32, no checkpointing, nothing lean.
+PLAIN = "full-plain"
+
+
+def is_plain(cfg: BenchConfig) -> bool:
+    """Whether ``cfg``'s options are PyTorch's own (then ``full`` is the plain reference itself)."""
+    return cfg.precision == "fp32" and cfg.checkpoint in (None, "none") and not cfg.lean
+
+
+def _plain(cfg: BenchConfig) -> BenchConfig:
+    return dataclasses.replace(cfg, checkpoint="none", precision="fp32", lean=False, infer=False)
+
+
+RATIOS = {"step_ratio": "step_s", "memory_ratio": "peak_mb", "tensor_ratio": "tensor_peak_mb", "saved_ratio": "saved_mb"}
+
+
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every spec ``repeats`` times, each in a fresh subprocess; ratios against ``full`` per round.
 
     Returns ``{"results": [row per spec], "device", "load_average": {"before", "after"}, "config"}``;
-    each row has the medians over rounds (``step_s``, ``peak_mb``, ``saved_mb``, ``infer_*_s``), the
-    median ratios (``step_ratio``, ``memory_ratio``, ``saved_ratio``, ``unmerged_ratio``,
-    ``merged_ratio``, ``unloaded_ratio``), their spread over rounds (``spread``) and every round's
-    raw measurement (``rounds``).
+    each row has the medians over rounds (``step_s``, ``peak_mb``, ``tensor_peak_mb``, ``saved_mb``,
+    ``infer_*_s``), the median ratios to ``full`` under the same options (``step_ratio``,
+    ``memory_ratio``, ``tensor_ratio``, ``saved_ratio``) and to the base model
+    (``unmerged_ratio``, ``merged_ratio``, ``unloaded_ratio``), their spread over rounds
+    (``spread``) and every round's raw measurement (``rounds``).  Unless the options are PyTorch's
+    own (fp32, no checkpointing, not lean), a row ``full-plain`` measures full fine-tuning as
+    PyTorch runs it, and every row also has ``*_vs_plain`` ratios against it: what the options
+    save against the fine-tuning one would otherwise run.
     """
     from petite.device import resolve_device
 
@@ -423,35 +443,37 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     before = load_average()
-    rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in cfg.specs}
+    jobs = [(spec, cfg, spec) for spec in cfg.specs]
+    if not is_plain(cfg):
+        jobs.append((PLAIN, _plain(cfg), "full"))
+    rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in jobs}
     for r in range(cfg.repeats):
-        for spec in cfg.specs:
-            row = _run_isolated(cfg, spec)
-            rounds[spec].append(row)
+        for label, job_cfg, spec in jobs:
+            row = _run_isolated(job_cfg, spec)
+            rounds[label].append({**row, "spec": label})
             if progress is not None:
-                progress(f"round {r + 1}/{cfg.repeats} {spec}: step {row['step_s']:.3f} s, "
-                         f"peak {row['peak_mb']:.0f} MB, load {load_average()[:1]}")
+                progress(f"round {r + 1}/{cfg.repeats} {label}: step {row['step_s']:.3f} s, peak {row['peak_mb']:.0f} MB, "
+                         f"tensors {row['tensor_peak_mb']:.0f} MB, load {load_average()[:1]}")
     after = load_average()
     results = []
-    for spec, runs in rounds.items():
-        ratio_keys = {"step_ratio": "step_s", "memory_ratio": "peak_mb", "tensor_ratio": "tensor_peak_mb",
-                      "saved_ratio": "saved_mb"}
-        ratios: dict[str, list[float]] = {k: [] for k in ratio_keys}
-        for run, ref in zip(runs, rounds["full"]):
-            for key, field in ratio_keys.items():
-                if ref[field] > 0:
-                    ratios[key].append(run[field] / ref[field])
+    for label, runs in rounds.items():
+        ratios: dict[str, list[float]] = {}
+        refs = [("", rounds["full"])] + ([("_vs_plain", rounds[PLAIN])] if PLAIN in rounds else [])
+        for suffix, ref_runs in refs:
+            for key, field in RATIOS.items():
+                name = key.replace("_ratio", suffix) if suffix else key
+                ratios[name] = [run[field] / ref[field] for run, ref in zip(runs, ref_runs) if ref[field] > 0]
         for key in ("unmerged_ratio", "merged_ratio", "unloaded_ratio"):
             if key in runs[0]:
                 ratios[key] = [run[key] for run in runs]
         medians = {k: statistics.median(run[k] for run in runs)
-                   for k in ("step_s", "peak_mb", "tensor_peak_mb", "saved_mb", "process_peak_mb", "infer_base_s", "infer_unmerged_s",
-                             "infer_merged_s", "infer_unloaded_s") if k in runs[0]}
+                   for k in ("step_s", "peak_mb", "tensor_peak_mb", "saved_mb", "process_peak_mb", "infer_base_s",
+                             "infer_unmerged_s", "infer_merged_s", "infer_unloaded_s") if k in runs[0]}
         first = runs[0]
         results.append({
-            "spec": spec, **{k: first[k] for k in ("spec_string", "trainable", "percent_trainable", "checkpoint",
-                                                   "precision", "lean", "checkpointed", "memory_kind",
-                                                   "graph_from")},
+            "spec": label, **{k: first[k] for k in ("spec_string", "trainable", "percent_trainable", "checkpoint",
+                                                    "precision", "lean", "checkpointed", "memory_kind",
+                                                    "graph_from")},
             **medians,
             **{k: (statistics.median(v) if v else None) for k, v in ratios.items()},
             "spread": {k: _spread(v) for k, v in ratios.items() if v},
@@ -462,24 +484,33 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
 
 
 def format_bench(result: dict[str, Any]) -> tuple[str, str]:
-    """``(plain text, markdown)`` table of a :func:`run_bench` result."""
+    """``(plain text, markdown)`` table of a :func:`run_bench` result (ratios: median (min-max) over rounds)."""
     def f(value: float | None, digits: int = 2) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
     def rng(row: dict[str, Any], key: str) -> str:
         s = row["spread"].get(key)
-        if s is None or s["min"] == s["max"]:
+        if s is None or f(s["min"]) == f(s["max"]):
             return f(row.get(key))
         return f"{f(row.get(key))} ({f(s['min'])}-{f(s['max'])})"
 
-    columns = ["spec", "% trained", "ckpt", "step s", "step/full", "peak MB", "mem/full", "tensors MB",
-               "tensors/full", "saved MB", "merged/base", "unloaded/base", "unmerged/base"]
-    cells = [
-        [row["spec"], f(row["percent_trainable"], 3), row["checkpoint"], f(row["step_s"], 3), rng(row, "step_ratio"),
-         f(row["peak_mb"], 0), rng(row, "memory_ratio"), f(row.get("tensor_peak_mb"), 0), rng(row, "tensor_ratio"),
-         f(row["saved_mb"], 0), rng(row, "merged_ratio"), rng(row, "unloaded_ratio"), rng(row, "unmerged_ratio")]
-        for row in result["results"]
-    ]
+    rows = result["results"]
+    plain = any("step_vs_plain" in r for r in rows)
+    infer = any("merged_ratio" in r for r in rows)
+    columns = ["spec", "% trained", "ckpt", "prec", "step s", "step/full", "RSS MB", "RSS/full", "tensors MB",
+               "tensors/full", "saved MB"]
+    columns += ["step/plain", "RSS/plain", "tensors/plain"] if plain else []
+    columns += ["merged/base", "unloaded/base", "unmerged/base"] if infer else []
+    cells = []
+    for row in rows:
+        line = [row["spec"], f(row["percent_trainable"], 3), row["checkpoint"], row["precision"], f(row["step_s"], 3),
+                rng(row, "step_ratio"), f(row["peak_mb"], 0), rng(row, "memory_ratio"), f(row.get("tensor_peak_mb"), 0),
+                rng(row, "tensor_ratio"), f(row["saved_mb"], 0)]
+        if plain:
+            line += [rng(row, "step_vs_plain"), rng(row, "memory_vs_plain"), rng(row, "tensor_vs_plain")]
+        if infer:
+            line += [rng(row, "merged_ratio"), rng(row, "unloaded_ratio"), rng(row, "unmerged_ratio")]
+        cells.append(line)
     return render_table(columns, cells)
 
 

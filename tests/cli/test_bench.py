@@ -20,14 +20,18 @@ def test_bench_peft_json_on_tiny(capsys, tmp_path) -> None:
     assert json.loads(out.read_text()) == result
     assert {"results", "device", "load_average", "config"} <= set(result)
     rows = {r["spec"]: r for r in result["results"]}
-    assert list(rows) == ["full", "petite"]
+    assert list(rows) == ["full", "petite", "full-plain"]  # lean by default: PyTorch's own full run beside
     full = rows["full"]
     assert full["step_ratio"] == 1.0 and full["memory_ratio"] == 1.0 and full["checkpoint"] == "none"
+    plain = rows["full-plain"]
+    assert plain["step_vs_plain"] == 1.0 and plain["tensor_vs_plain"] == 1.0 and not plain["lean"]
     petite = rows["petite"]
     assert petite["spec_string"] == "encoder=vpt:tokens=8/32,decoder=lora,bitfit"
     for row in rows.values():
-        for key in ("step_ratio", "memory_ratio", "peak_mb", "step_s", "saved_mb", "merged_ratio", "unloaded_ratio"):
+        for key in ("step_ratio", "memory_ratio", "tensor_ratio", "peak_mb", "step_s", "saved_mb", "step_vs_plain"):
             assert isinstance(row[key], float) and row[key] > 0, key
+    for row in (full, petite):  # the plain reference is measured for the ratios only, without inference
+        assert row["merged_ratio"] > 0 and row["unloaded_ratio"] > 0
     assert result["device"].startswith("cpu")
 
 
