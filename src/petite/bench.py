@@ -1,32 +1,36 @@
 """What fine-tuning costs before you train: step time and peak memory of PEFT specs against full fine-tuning.
 
 ``petite bench peft`` (:mod:`petite.cli.bench`) calls :func:`run_bench`.  For one model, preset
-and crop, each spec is measured in a **fresh subprocess** (``python -m petite.bench --one``),
-so that its peak memory is its own:
+and crop:
 
 * **step**: one optimisation step as the engine takes it (:mod:`petite.engine.steps`):
   regression models ``L1(model(short), long)``; the GAN the generator loss (adversarial +
   100 L1) through its discriminator, which trains too under ``full`` (pix2pix Adam) and stays
   frozen in eval mode under PEFT.  AdamW on the trained tensors.  The memory options of
-  :mod:`petite.engine.efficiency` apply: lean frozen convolutions, activation checkpointing
+  :mod:`petite.engine.efficiency` apply: lean backward, activation checkpointing
   (``none|frozen|all``; by default each spec's :func:`~petite.engine.efficiency.default_checkpoint`),
-  and ``fp32|bf16|fp16`` autocast.  Median of ``steps`` timed steps after ``warmup``.
-* **peak memory**: CUDA: peak allocated during the steps (weights included); CPU: growth of
-  the peak resident set (VmHWM, reset first) from just before the first step to the end:
-  activations, gradients, optimiser state and allocator slack, the weights excluded.  And
-  everywhere the peak of live tensor bytes (:class:`PeakTensorBytes`, the CPU's analogue of
-  CUDA's peak allocated, without the allocator's slack), in one extra first step.
-* **saved for backward**: bytes autograd keeps after one forward of the step's loss
-  (:func:`~petite.engine.efficiency.autograd_profile`; deterministic, unlike the peak), and the
-  first module a graph reaches (PyTorch records nothing before it).
+  and ``fp32|bf16|fp16`` autocast.
+* **memory**, each spec in a **fresh subprocess** (``python -m petite.bench --one``) so that its
+  peak is its own.  CUDA: peak allocated during the steps (weights included); CPU: growth of
+  the peak resident set (VmHWM, reset first) from just before the first step to the end
+  (activations, gradients, optimiser state and the allocator's slack; the weights excluded).
+  Everywhere: the peak of live tensor bytes in the first step (:class:`PeakTensorBytes`, the
+  CPU's analogue of CUDA's peak allocated, without the allocator's slack), and the bytes
+  autograd keeps after one forward (:func:`~petite.engine.efficiency.autograd_profile`;
+  deterministic), with the first module a graph reaches (PyTorch records nothing before it).
+* **step time**, by default **interleaved** (:func:`measure_times`): one more subprocess holds
+  every spec's model and takes one step of each in turn, round after round, so a change of the
+  machine's load hits all specs alike; ratios to ``full`` are taken per round.  (``isolated``:
+  from each spec's own process instead.)
 * **inference**: latency (eval, no grad) of the base model, the PEFT model unmerged, merged with
   its wrappers kept (``merge(model, unload=False)``) and merged and unloaded (``merge(model)``),
-  timed round-robin so load changes hit all four alike; ratios to the base per round, median.
+  timed round-robin in the spec's process; ratios to the base per round, median.
 
-Each of ``repeats`` rounds runs every spec once (interleaved, so the machine's load drifts
-over all specs alike); ratios are taken against ``full`` *of the same round*, and the reported
-ratio is the median over rounds, with the min and max beside it.  Timings on a shared CPU are
-noisy: read ratios, quote the load average (recorded before and after).
+``repeats`` rounds of memory processes; ratios against ``full`` of the same round, reported as
+the median over rounds with the min and max beside it.  Unless the options are PyTorch's own, a
+``full-plain`` row (fp32, no checkpointing, nothing lean) gives the ``*_vs_plain`` ratios: what
+a spec with these options costs against the full fine-tuning one would run otherwise.  Timings on
+a shared CPU are noisy: read ratios, and quote the load average (recorded before and after).
 """
 
 from __future__ import annotations
@@ -64,7 +68,9 @@ BENCH_MODELS: tuple[str, ...] = ("unetr", "cvtgan")
 class BenchConfig:
     """One bench: a model, a preset, a crop, the specs and the memory/precision options.
 
-    ``checkpoint``: ``None`` = each spec's default mode.  ``threads``: ``None`` = PyTorch's
+    ``checkpoint``: ``None`` = each spec's default mode.  ``timing``: ``interleaved`` (every spec's
+    step timed in turn in one process, :func:`measure_times`) or ``isolated`` (in each spec's own
+    process).  ``threads``: ``None`` = PyTorch's
     default.  ``lean``: :func:`petite.engine.efficiency.enable_lean_backward` (frozen convolutions keep
     no input, ReLU/LeakyReLU a 1-byte mask).
     """
@@ -81,6 +87,7 @@ class BenchConfig:
     warmup: int = 2
     repeats: int = 1
     infer_rounds: int = 7
+    timing: str = "interleaved"
     device: str = "auto"
     threads: int | None = None
     infer: bool = True
@@ -143,6 +150,8 @@ def validate(cfg: BenchConfig) -> None:
                         f"choose one of {', '.join(list_presets(cfg.model))}")
     if len(cfg.crop) != 3 or min(cfg.crop) < 1:
         raise UserError(f"crop must be three positive integers, got {list(cfg.crop)}")
+    if cfg.timing not in ("interleaved", "isolated"):
+        raise UserError(f"timing must be interleaved or isolated, got {cfg.timing!r}")
     if cfg.checkpoint is not None and cfg.checkpoint not in CHECKPOINT_MODES:
         raise UserError(f"checkpoint must be one of {', '.join(CHECKPOINT_MODES)}, got {cfg.checkpoint!r}")
     for name, value, least in (("batch", cfg.batch, 1), ("steps", cfg.steps, 1), ("warmup", cfg.warmup, 0),
@@ -303,28 +312,30 @@ def _inference_times(variants: dict[str, nn.Module], x: torch.Tensor, rounds: in
     return out
 
 
-def measure_spec(cfg: BenchConfig, spec_text: str) -> dict[str, Any]:
-    """Measure one spec in this process (:func:`run_bench` calls it in a fresh subprocess per spec)."""
-    from petite.device import resolve_device
-    from petite.engine.efficiency import (
-        apply_memory_options,
-        autocast,
-        autograd_profile,
-        default_checkpoint,
-        disable_checkpointing,
-        disable_lean_backward,
-    )
-    from petite.engine.memory import peak_memory_mb, reset_peak_memory
-    from petite.peft import Spec, apply_spec, merge, summary
+@dataclasses.dataclass
+class _Prepared:
+    """A model with a spec applied, its memory options installed and its step, ready to train."""
 
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    model: nn.Module
+    base: nn.Module | None
+    step: Callable[[torch.Tensor, torch.Tensor], Any]
+    spec: Any
+    info: dict[str, Any]
+    checkpoint: str
+    checkpointed: list[str]
+    short: torch.Tensor
+    long: torch.Tensor
+
+
+def _prepare(cfg: BenchConfig, spec_text: str, device: torch.device, keep_base: bool) -> _Prepared:
+    from petite.engine.efficiency import apply_memory_options, default_checkpoint
+    from petite.peft import Spec, apply_spec, summary
+
     spec = Spec.parse(resolve_spec(cfg.model, spec_text))
     checkpoint = cfg.checkpoint or default_checkpoint(spec)
     torch.manual_seed(0)
     model = _build(cfg).to(device)
-    base = copy.deepcopy(model).eval() if cfg.infer else None
+    base = copy.deepcopy(model).eval() if keep_base else None
     state = apply_spec(model, spec, fingerprint=False)
     info = summary(model, state)
     model.train()
@@ -333,18 +344,39 @@ def measure_spec(cfg: BenchConfig, spec_text: str) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(1)
     short = torch.rand(cfg.batch, 1, *cfg.crop, generator=gen).to(device)
     long = torch.rand(cfg.batch, 1, *cfg.crop, generator=gen).to(device)
+    return _Prepared(model, base, step, spec, info, checkpoint, options["checkpointed"], short, long)
+
+
+def measure_spec(cfg: BenchConfig, spec_text: str) -> dict[str, Any]:
+    """Memory (and, with ``timing="isolated"``, step time) of one spec, in this process.
+
+    :func:`run_bench` calls it in a fresh subprocess per spec, so the peak is the spec's own:
+    one step under :class:`PeakTensorBytes` (the optimiser's state is created in it), then
+    ``warmup`` steps and the timed steps (``steps`` when timing is isolated, else one) during
+    which the resident set's peak is read; then one forward for :func:`autograd_profile`, and
+    the inference latencies.
+    """
+    from petite.device import resolve_device
+    from petite.engine.efficiency import autocast, autograd_profile, disable_checkpointing, disable_lean_backward
+    from petite.engine.memory import peak_memory_mb, reset_peak_memory
+    from petite.peft import merge
+
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    job = _prepare(cfg, spec_text, device, keep_base=cfg.infer)
+    model, step, short, long = job.model, job.step, job.short, job.long
 
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     start_mb = reset_peak_memory(device)  # CPU: VmHWM reset to the resident set now
-    # One first step counts the live tensor bytes (the optimiser's state is created in it); the
-    # dispatch mode slows it down, so it is neither warm-up nor timed.
+    # The dispatch mode that counts tensor bytes slows its step down: neither warm-up nor timed.
     with PeakTensorBytes() as tracker:
         step(short, long)
     for _ in range(cfg.warmup):
         step(short, long)
-    times = [_timed(lambda: step(short, long), device) for _ in range(cfg.steps)]
+    times = [_timed(lambda: step(short, long), device) for _ in range(cfg.steps if cfg.timing == "isolated" else 1)]
     peak = peak_memory_mb(device)
     peak_mb = peak if device.type == "cuda" else peak - start_mb
     for p in model.parameters():
@@ -353,23 +385,48 @@ def measure_spec(cfg: BenchConfig, spec_text: str) -> dict[str, Any]:
     with autocast(device, cfg.precision):
         profile = autograd_profile(model, lambda: _loss_for_profile(model, short, long))
     row: dict[str, Any] = {
-        "spec": spec_text, "spec_string": spec.to_string(), "trainable": info["trainable"],
-        "percent_trainable": info["percent"], "checkpoint": checkpoint, "precision": cfg.precision,
-        "lean": cfg.lean, "checkpointed": options["checkpointed"],
+        "spec": spec_text, "spec_string": job.spec.to_string(), "trainable": job.info["trainable"],
+        "percent_trainable": job.info["percent"], "checkpoint": job.checkpoint, "precision": cfg.precision,
+        "lean": cfg.lean, "checkpointed": job.checkpointed,
         "step_s": statistics.median(times), "step_times_s": times, "peak_mb": peak_mb,
         "memory_kind": "cuda peak allocated" if device.type == "cuda" else "peak resident set growth",
         "process_peak_mb": peak, "tensor_peak_mb": tracker.peak / 2**20,
         "saved_mb": profile["saved_bytes"] / 2**20, "graph_from": profile["graph_from"],
     }
-    if base is not None:
+    if job.base is not None:
         disable_checkpointing(model)
         disable_lean_backward(model)
         model.eval()
         merged = merge(copy.deepcopy(model), unload=False)
         unloaded = merge(copy.deepcopy(model))
-        variants = {"base": base, "unmerged": model, "merged": merged, "unloaded": unloaded}
+        variants = {"base": job.base, "unmerged": model, "merged": merged, "unloaded": unloaded}
         row.update(_inference_times(variants, short, cfg.infer_rounds, cfg.warmup, cfg.precision, device))
     return row
+
+
+def measure_times(jobs: list[tuple[str, BenchConfig, str]], rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Step times of several specs in one process, interleaved: each round takes one step of every spec in turn.
+
+    ``jobs``: ``(label, config, spec)``.  A change in the machine's load lasting longer than one
+    round hits every spec alike, so per-round ratios are far steadier on a shared machine than
+    times taken in separate processes minutes apart.  Every model stays in memory meanwhile.
+    """
+    from petite.device import resolve_device
+
+    prepared = []
+    for label, cfg, spec in jobs:
+        device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        job = _prepare(cfg, spec, device, keep_base=False)
+        for _ in range(max(warmup, 1)):  # the first step creates the optimiser's state
+            job.step(job.short, job.long)
+        prepared.append((label, job, device))
+    times: dict[str, list[float]] = {label: [] for label, _, _ in prepared}
+    for _ in range(rounds):
+        for label, job, device in prepared:
+            times[label].append(_timed(lambda j=job: j.step(j.short, j.long), device))
+    return times
 
 
 # --------------------------------------------------------------------------- every spec, isolated
@@ -383,18 +440,28 @@ def load_average() -> list[float]:
         return []
 
 
-def _run_isolated(cfg: BenchConfig, spec: str) -> dict[str, Any]:
+def _child(mode: str, payload: dict[str, Any], what: str) -> Any:
+    """Run ``python -m petite.bench MODE JSON`` in a fresh process; its last stdout line is the JSON result."""
     import petite
 
-    cmd = [sys.executable, "-m", "petite.bench", "--one", json.dumps({"config": cfg.to_dict(), "spec": spec})]
+    cmd = [sys.executable, "-m", "petite.bench", mode, json.dumps(payload)]
     # The child imports the same petite as this process (a checkout may shadow an installed copy).
     root = str(Path(petite.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"bench of spec {spec!r} failed (exit {proc.returncode}): {tail[0]}")
+        raise RuntimeError(f"bench of {what} failed (exit {proc.returncode}): {tail[0]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _run_isolated(cfg: BenchConfig, spec: str) -> dict[str, Any]:
+    return _child("--one", {"config": cfg.to_dict(), "spec": spec}, f"spec {spec!r}")
+
+
+def _run_timing(jobs: list[tuple[str, BenchConfig, str]], rounds: int, warmup: int) -> dict[str, list[float]]:
+    payload = {"jobs": [[label, cfg.to_dict(), spec] for label, cfg, spec in jobs], "rounds": rounds, "warmup": warmup}
+    return _child("--times", payload, "the interleaved step times")
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -426,6 +493,10 @@ RATIOS = {"step_ratio": "step_s", "memory_ratio": "peak_mb", "tensor_ratio": "te
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every spec ``repeats`` times, each in a fresh subprocess; ratios against ``full`` per round.
 
+    Memory comes from one fresh process per spec and round (``repeats`` rounds); step times, with
+    ``timing="interleaved"``, from one more process that steps every spec in turn for
+    ``steps * repeats`` rounds (:func:`measure_times`).
+
     Returns ``{"results": [row per spec], "device", "load_average": {"before", "after"}, "config"}``;
     each row has the medians over rounds (``step_s``, ``peak_mb``, ``tensor_peak_mb``, ``saved_mb``,
     ``infer_*_s``), the median ratios to ``full`` under the same options (``step_ratio``,
@@ -452,29 +523,40 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
             row = _run_isolated(job_cfg, spec)
             rounds[label].append({**row, "spec": label})
             if progress is not None:
-                progress(f"round {r + 1}/{cfg.repeats} {label}: step {row['step_s']:.3f} s, peak {row['peak_mb']:.0f} MB, "
+                progress(f"memory round {r + 1}/{cfg.repeats} {label}: peak {row['peak_mb']:.0f} MB, "
                          f"tensors {row['tensor_peak_mb']:.0f} MB, load {load_average()[:1]}")
+    if cfg.timing == "interleaved":
+        # One process, one step of every spec per round: a load change hits every spec alike.
+        times = _run_timing(jobs, cfg.steps * cfg.repeats, cfg.warmup)
+        if progress is not None:
+            progress(f"interleaved timing: {cfg.steps * cfg.repeats} rounds, load {load_average()[:1]}")
+    else:
+        times = {label: [t for run in runs for t in run["step_times_s"]] for label, runs in rounds.items()}
     after = load_average()
     results = []
+    refs = [("", "full")] + ([("_vs_plain", PLAIN)] if PLAIN in rounds else [])
     for label, runs in rounds.items():
         ratios: dict[str, list[float]] = {}
-        refs = [("", rounds["full"])] + ([("_vs_plain", rounds[PLAIN])] if PLAIN in rounds else [])
-        for suffix, ref_runs in refs:
+        for suffix, ref in refs:
+            name = f"step{suffix}" if suffix else "step_ratio"
+            ratios[name] = [t / r for t, r in zip(times[label], times[ref])]  # per round (interleaved: same round)
             for key, field in RATIOS.items():
+                if field == "step_s":
+                    continue
                 name = key.replace("_ratio", suffix) if suffix else key
-                ratios[name] = [run[field] / ref[field] for run, ref in zip(runs, ref_runs) if ref[field] > 0]
+                ratios[name] = [run[field] / other[field] for run, other in zip(runs, rounds[ref]) if other[field] > 0]
         for key in ("unmerged_ratio", "merged_ratio", "unloaded_ratio"):
             if key in runs[0]:
                 ratios[key] = [run[key] for run in runs]
         medians = {k: statistics.median(run[k] for run in runs)
-                   for k in ("step_s", "peak_mb", "tensor_peak_mb", "saved_mb", "process_peak_mb", "infer_base_s",
+                   for k in ("peak_mb", "tensor_peak_mb", "saved_mb", "process_peak_mb", "infer_base_s",
                              "infer_unmerged_s", "infer_merged_s", "infer_unloaded_s") if k in runs[0]}
         first = runs[0]
         results.append({
             "spec": label, **{k: first[k] for k in ("spec_string", "trainable", "percent_trainable", "checkpoint",
                                                     "precision", "lean", "checkpointed", "memory_kind",
                                                     "graph_from")},
-            **medians,
+            "step_s": statistics.median(times[label]), "step_times_s": times[label], **medians,
             **{k: (statistics.median(v) if v else None) for k, v in ratios.items()},
             "spread": {k: _spread(v) for k, v in ratios.items() if v},
             "rounds": runs,
@@ -514,13 +596,17 @@ def format_bench(result: dict[str, Any]) -> tuple[str, str]:
     return render_table(columns, cells)
 
 
-def _main_one(payload: str) -> None:
+def _main(mode: str, payload: str) -> None:
     data = json.loads(payload)
-    print(json.dumps(measure_spec(BenchConfig.from_dict(data["config"]), data["spec"])))
+    if mode == "--one":
+        print(json.dumps(measure_spec(BenchConfig.from_dict(data["config"]), data["spec"])))
+    else:
+        jobs = [(label, BenchConfig.from_dict(cfg), spec) for label, cfg, spec in data["jobs"]]
+        print(json.dumps(measure_times(jobs, data["rounds"], data["warmup"])))
 
 
 if __name__ == "__main__":
-    # Internal entry point of run_bench's subprocesses: ``python -m petite.bench --one JSON``.
-    if len(sys.argv) != 3 or sys.argv[1] != "--one":
-        sys.exit("usage: python -m petite.bench --one JSON (internal; use `petite bench peft`)")
-    _main_one(sys.argv[2])
+    # Internal entry point of run_bench's subprocesses: ``python -m petite.bench --one|--times JSON``.
+    if len(sys.argv) != 3 or sys.argv[1] not in ("--one", "--times"):
+        sys.exit("usage: python -m petite.bench --one|--times JSON (internal; use `petite bench peft`)")
+    _main(sys.argv[1], sys.argv[2])

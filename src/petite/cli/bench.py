@@ -35,6 +35,9 @@ def bench_group() -> None:
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed steps first.")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Rounds over all specs, each spec in a fresh process; medians over rounds are reported.")
+@click.option("--timing", type=click.Choice(["interleaved", "isolated"]), default="interleaved", show_default=True,
+              help="Step times from one process stepping every spec in turn (steady ratios on a busy machine; "
+                   "all models in memory at once) or from each spec's own process.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: PyTorch's).")
 @click.option("--infer-rounds", type=int, default=7, show_default=True,
@@ -45,12 +48,13 @@ def bench_group() -> None:
               help="Also write the JSON result to this file.")
 @click.option("--markdown", is_flag=True, help="Print the table as markdown.")
 def peft_cmd(model: str, preset: str, crop: str, specs_text: str | None, checkpoint: str | None, precision: str,
-             lean: bool, batch: int, steps: int, warmup: int, repeats: int, infer_rounds: int, device: str,
+             lean: bool, batch: int, steps: int, warmup: int, repeats: int, timing: str, infer_rounds: int, device: str,
              threads: int | None, no_infer: bool, as_json: bool, out: Path | None, markdown: bool) -> None:
     """Step time and peak memory of PEFT specs relative to full fine-tuning, and merged inference latency.
 
-    Each spec runs in a fresh process (its peak memory is its own); ratios are taken against
-    `full` in the same round and reported as medians over --repeats rounds.
+    Each spec's memory is measured in a fresh process (its peak is its own); step times by default
+    in one process that steps every spec in turn.  Ratios are taken against `full` in the same round
+    and reported as medians (min-max) over rounds; `full-plain` is full fine-tuning as PyTorch runs it.
     """
     from petite.atomic import write_json
     from petite.bench import BenchConfig, default_specs, format_bench, run_bench, split_specs
@@ -61,7 +65,7 @@ def peft_cmd(model: str, preset: str, crop: str, specs_text: str | None, checkpo
         model=model, preset=preset, crop=size,
         specs=split_specs(specs_text) if specs_text else default_specs(model),
         checkpoint=checkpoint, precision=precision, lean=lean, batch=batch, steps=steps,
-        warmup=warmup, repeats=repeats, infer_rounds=infer_rounds, device=device, threads=threads, infer=not no_infer,
+        warmup=warmup, repeats=repeats, timing=timing, infer_rounds=infer_rounds, device=device, threads=threads, infer=not no_infer,
     )
     result = run_bench(cfg, progress=lambda line: click.echo(line, err=True))
     if out is not None:
