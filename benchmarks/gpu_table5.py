@@ -19,7 +19,12 @@ Configurations (``--configs``):
 * ``plain``: PyTorch as it is (fp32, no checkpointing, nothing lean): what the paper measured;
 * ``default``: petite's defaults (lean backward; frozen blocks checkpointed under PEFT);
 * ``all``: lean backward and every block checkpointed;
-* ``bf16``: petite's defaults under bf16 autocast.
+* ``lean_none``: lean backward alone (no checkpointing);
+* ``bf16``: petite's defaults under bf16 autocast;
+* ``bf16_all``: bf16, lean backward and every block checkpointed.
+
+``--render`` only rebuilds ``table5.md`` from the JSON files already in ``--out`` (also for the
+CPU tables of ``benchmarks/results/``, named ``<model>_<crop>_<config>.json`` the same way).
 
 Memory on CUDA is ``torch.cuda.max_memory_allocated`` over the training steps (weights,
 gradients, optimiser state and activations), the number that decides whether a run fits.
@@ -45,8 +50,10 @@ PAPER_TABLE5: dict[str, dict[str, float]] = {
 CONFIGS: dict[str, list[str]] = {
     "plain": ["--no-lean", "--checkpoint", "none"],
     "default": [],
+    "lean_none": ["--checkpoint", "none"],
     "all": ["--checkpoint", "all"],
     "bf16": ["--precision", "bf16"],
+    "bf16_all": ["--precision", "bf16", "--checkpoint", "all"],
 }
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +65,8 @@ def bench_command(model: str, preset: str, crop: int, config: str, args: argpars
            "--crop", f"{crop},{crop},{crop}", "--batch", str(args.batch), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--device", args.device, "--json",
            *CONFIGS[config]]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     if args.specs:
         cmd += ["--specs", args.specs]
     if config != "default" or args.no_infer:
@@ -76,40 +85,62 @@ def _cell(row: dict[str, Any] | None, key: str) -> str:
 
 
 def markdown(results: dict[tuple[str, int, str], dict[str, Any]], preset: str) -> str:
-    """One table per model: rows = specs, columns = step/full and memory/full per crop and configuration."""
+    """Per model and crop: a summary (step and memory against plain full fine-tuning, per configuration), then
+    one table per configuration with every ratio, and the merged-inference latencies."""
     from petite.tables import render_table
 
-    out = [f"# Table 5 on {next(iter(results.values()))['device']} (preset {preset})", ""]
-    for model in dict.fromkeys(m for m, _, _ in results):
-        keys = [k for k in results if k[0] == model]
+    first = next(iter(results.values()))
+    out = [f"# Table 5 on {first['device']} (preset {preset}, batch {first['config']['batch']})", "",
+           "Ratios are medians over rounds (min-max beside them when they differ). `/full`: against full fine-tuning "
+           "with the same options; `/plain`: against full fine-tuning as PyTorch runs it (fp32, no checkpointing, "
+           "nothing lean). `mem`: peak memory (CUDA: peak allocated; CPU: growth of the peak resident set); "
+           "`tensors`: peak of live tensor bytes.", ""]
+    for model, crop in dict.fromkeys((m, c) for m, c, _ in results):
+        keys = [k for k in results if k[:2] == (model, crop)]
         specs = list(dict.fromkeys(r["spec"] for k in keys for r in results[k]["results"]))
-        columns = ["spec"]
-        for _, crop, config in keys:
-            columns += [f"{crop}^3 {config} step/full", f"{crop}^3 {config} mem/full", f"{crop}^3 {config} peak MB"]
-            if config != "plain":  # against full fine-tuning as PyTorch runs it
-                columns += [f"{crop}^3 {config} step/plain", f"{crop}^3 {config} mem/plain"]
+
+        def row(key: tuple[str, int, str], spec: str) -> dict[str, Any] | None:
+            return next((r for r in results[key]["results"] if r["spec"] == spec), None)
+
+        def vs_plain(r: dict[str, Any] | None, key: str, config: str) -> str:
+            # In the plain configuration full itself is the plain reference.
+            return _cell(r, key.replace("_vs_plain", "_ratio") if config == "plain" else key)
+
+        out += [f"## {model}, {crop}^3", ""]
+        columns = ["spec"] + [f"{c} {what}" for _, _, c in keys for what in ("step/plain", "mem/plain", "tensors/plain")]
         columns += ["paper step/full", "paper mem/full"]
         cells = []
         for spec in specs:
             line = [spec]
             for key in keys:
-                row = next((r for r in results[key]["results"] if r["spec"] == spec), None)
-                line += [_cell(row, "step_ratio"), _cell(row, "memory_ratio"),
-                         "-" if row is None else f"{row['peak_mb']:.0f}"]
-                if key[2] != "plain":
-                    line += [_cell(row, "step_vs_plain"), _cell(row, "memory_vs_plain")]
+                r = row(key, spec)
+                line += [vs_plain(r, "step_vs_plain", key[2]), vs_plain(r, "memory_vs_plain", key[2]),
+                         vs_plain(r, "tensor_vs_plain", key[2])]
             paper = PAPER_TABLE5.get(model, {}) if spec in ("petite", f"petite-{model}") else {}
             line += [f"{paper['step_ratio']:.2f}" if paper else "", f"{paper['memory_ratio']:.2f}" if paper else ""]
             cells.append(line)
-        out += [f"## {model}", "", render_table(columns, cells)[1], ""]
-        for key in (k for k in keys if k[2] == "default"):
+        out += [render_table(columns, cells)[1], ""]
+        for key in keys:
+            config = key[2]
+            result = results[key]
+            cfg = result["config"]
+            out += [f"### {model}, {crop}^3, {config}: checkpoint {cfg['checkpoint'] or 'per spec'}, "
+                    f"{cfg['precision']}, lean {cfg['lean']}; load average {result['load_average']}", ""]
+            columns = ["spec", "% trained", "ckpt", "step s", "step/full", "mem MB", "mem/full", "tensors MB",
+                       "tensors/full", "saved MB", "step/plain", "mem/plain", "tensors/plain"]
+            cells = [[r["spec"], f"{r['percent_trainable']:.3f}", r["checkpoint"], f"{r['step_s']:.3f}",
+                      _cell(r, "step_ratio"), f"{r['peak_mb']:.0f}", _cell(r, "memory_ratio"),
+                      f"{r['tensor_peak_mb']:.0f}", _cell(r, "tensor_ratio"), f"{r['saved_mb']:.0f}",
+                      vs_plain(r, "step_vs_plain", config), vs_plain(r, "memory_vs_plain", config),
+                      vs_plain(r, "tensor_vs_plain", config)]
+                     for r in result["results"]]
+            out += [render_table(columns, cells)[1], ""]
             merged = [[r["spec"], _cell(r, "merged_ratio"), _cell(r, "unloaded_ratio"), _cell(r, "unmerged_ratio")]
-                      for r in results[key]["results"] if r.get("merged_ratio")]
+                      for r in result["results"] if r.get("merged_ratio")]
             if merged:
-                out += [f"Inference latency relative to the base model ({model}, {key[1]}^3):", "",
+                out += [f"Inference latency against the base model ({model}, {crop}^3, {config}; median of the "
+                        "per-round ratios, min-max over memory rounds):", "",
                         render_table(["spec", "merged/base", "unloaded/base", "unmerged/base"], merged)[1], ""]
-    loads = [r["load_average"] for r in results.values()]
-    out += [f"Load average before/after each bench: {loads}", ""]
     return "\n".join(out)
 
 
@@ -119,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="unetr,cvtgan")
     parser.add_argument("--crops", default="64,96", help="Cubic crop sizes.")
     parser.add_argument("--configs", default="plain,default,all,bf16", help=f"Any of {', '.join(CONFIGS)}.")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of each bench process.")
+    parser.add_argument("--render", action="store_true", help="Only rebuild table5.md from the JSON files in --out.")
     parser.add_argument("--specs", default=None, help="Specs for petite bench (default: its own: full, every "
                                                       "single method, PETITE).")
     parser.add_argument("--preset", default="paper")
@@ -142,6 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH"))
                                                        if p)}
     results: dict[tuple[str, int, str], dict[str, Any]] = {}
+    if args.render:
+        for model in args.models.split(","):
+            for crop in crops:
+                for config in args.configs.split(","):
+                    path = args.out / f"{model}_{crop}_{config}.json"
+                    if path.is_file():
+                        results[(model, crop, config)] = json.loads(path.read_text())
+        if not results:
+            parser.error(f"no <model>_<crop>_<config>.json files in {args.out}")
+        table = markdown(results, next(iter(results.values()))["config"]["preset"])
+        (args.out / "table5.md").write_text(table)
+        print(table)
+        return 0
     for model in args.models.split(","):
         for crop in crops:
             for config in args.configs.split(","):

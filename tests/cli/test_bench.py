@@ -39,9 +39,10 @@ def test_bench_peft_json_on_tiny(capsys, tmp_path) -> None:
 def test_bench_peft_table(capsys) -> None:
     code, stdout, err = run_cli(["bench", "peft", "-m", "unetr", "-p", "tiny", "--crop", "32,32,32",
                                  "--specs", "full;encoder=lora:r=4,bitfit", "--checkpoint", "all", "--no-infer",
-                                 "--steps", "1", "--warmup", "0", "--threads", "1"], capsys)
+                                 "--timing", "isolated", "--steps", "1", "--warmup", "0", "--threads", "1"], capsys)
     assert code == 0, err
     assert "load average" in stdout and "step/full" in stdout and "encoder=lora:r=4,bitfit" in stdout
+    assert "step/plain" in stdout and "full-plain" in stdout  # checkpointing on: PyTorch's own run beside
 
 
 @pytest.mark.parametrize(

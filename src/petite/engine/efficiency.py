@@ -1,4 +1,4 @@
-"""Memory and time savers for fine-tuning: lean frozen convolutions, activation checkpointing, mixed precision.
+"""Memory and time savers for fine-tuning: lean backward, activation checkpointing, mixed precision.
 
 In 3D networks the activations kept for backward dominate memory; PEFT inside the backbone
 saves gradients and optimiser state only.  This module holds what the training engine calls
@@ -25,6 +25,11 @@ to keep fewer activations (measured per module by :func:`saved_tensor_bytes`):
   CUDA, ``fp16`` on CUDA only with a gradient scaler.
 
 Every function acts on the model in place and can be undone; none touches ``state_dict``.
+
+Engine wiring: once the trainable set is final (after ``apply_spec``, pruning and ``make_step``),
+``apply_memory_options(model, cfg.checkpoint or default_checkpoint(spec), lean=cfg.lean)``; each
+step enters ``autocast(device, precision)`` around forward and loss and scales with
+``grad_scaler(device, precision)``, ``precision = resolve_precision(cfg.precision, cfg.amp, device)``.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ _CKPT_ATTR = "_petite_checkpointed"  # on a block: its own forward, before check
 _LEAN_ATTR = "_petite_lean"  # on a layer: marks the lean forward installed by enable_lean_backward
 
 
-# --------------------------------------------------------------------------- lean frozen convolutions
+# --------------------------------------------------------------------------- lean backward
 
 
 class _FrozenWeightConv(torch.autograd.Function):
