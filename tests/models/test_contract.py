@@ -103,3 +103,32 @@ def test_unetr_roles_and_components_in_detail() -> None:
     for h in hooks:
         h.remove()
     assert set(shapes.values()) == {5}
+
+
+@pytest.mark.parametrize("name", ["unetr", "cvtgan", "swin_unetr"])
+def test_checkpoint_blocks_are_disjoint_blocks_that_run(name: str) -> None:
+    from petite.models.contract import checkpoint_blocks
+
+    model = tiny(name)
+    blocks = checkpoint_blocks(model)
+    assert blocks and len(set(blocks)) == len(blocks)
+    for a in blocks:  # no block inside another: each activation is recomputed at most once
+        assert not any(b != a and b.startswith(a + ".") for b in blocks), a
+    ran: set[str] = set()
+    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: ran.add(n)) for n in blocks]
+    size = (64, 64, 64) if name != "unetr" else tuple(model.img_size)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, model.config["in_channels"], *size))
+        if name == "cvtgan":
+            model.discriminator(torch.rand(1, 1, *size), out)
+    for h in hooks:
+        h.remove()
+    assert ran == set(blocks)  # every listed block is called by the model's forward (or the GAN's losses)
+
+
+def test_a_model_without_checkpoint_blocks_has_none() -> None:
+    from petite.models.contract import checkpoint_blocks
+
+    assert checkpoint_blocks(nn.Linear(2, 2)) == []
+    assert tiny("unetr").checkpoint_blocks[0] == "vit.blocks.*"  # patterns, like every contract attribute

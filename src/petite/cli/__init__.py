@@ -22,6 +22,7 @@ __all__ = ["cli", "main", "parse_size"]
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to `cli`.
     from petite.cli import (  # noqa: F401  # noqa: F401  (the `petite mm` group; modules adding to it come after)
+        bench,
         data,
         demo,
         infer,

@@ -9,7 +9,12 @@ Every model :func:`petite.models.build_model` returns carries plain data
 - ``frozen_components``: components PEFT never touches (the GAN's discriminator);
 - ``peft_roles``: role name -> patterns naming the layers a PEFT method attaches to
   (:data:`ROLES`);
-- prompt sites (:func:`mark_prompt_site`): modules that accept VPT prompt tokens.
+- prompt sites (:func:`mark_prompt_site`): modules that accept VPT prompt tokens;
+- ``checkpoint_blocks`` (optional, default none): patterns naming the blocks that may be
+  recomputed in backward (activation checkpointing, :mod:`petite.engine.efficiency`): transformer
+  blocks and CNN stages whose forward is a function of its arguments, parameters and buffers
+  only (no state kept between calls but BatchNorm statistics), whose outputs are not changed
+  in place by the caller.
 
 This module is the only code that interprets those patterns, so the model
 registry, the PEFT library, the CLI and the reports agree on what "the
@@ -63,6 +68,7 @@ def init_contract(
     components: dict[str, list[str]],
     peft_roles: dict[str, list[str]],
     frozen_components: list[str] | None = None,
+    checkpoint_blocks: list[str] | None = None,
 ) -> None:
     """Attach the contract attributes (called by the model constructors)."""
     missing = [r for r in ROLES if r not in peft_roles]
@@ -72,6 +78,7 @@ def init_contract(
     model.components = components
     model.frozen_components = list(frozen_components or [])
     model.peft_roles = peft_roles
+    model.checkpoint_blocks = list(checkpoint_blocks or [])
 
 
 def mark_prompt_site(module: nn.Module, width: int, default_tokens: int = 8) -> None:
@@ -99,6 +106,20 @@ def frozen_module_names(model: nn.Module) -> list[str]:
     for component in getattr(model, "frozen_components", []) or []:
         frozen.update(component_modules(model, component))
     return [n for n, _ in model.named_modules() if n in frozen]
+
+
+def checkpoint_blocks(model: nn.Module) -> list[str]:
+    """Names of the blocks ``model.checkpoint_blocks`` names, in module order; a block inside another is dropped.
+
+    Blocks do not nest, so each activation is recomputed at most once.  A model without the
+    attribute has none.
+    """
+    patterns: list[str] = list(getattr(model, "checkpoint_blocks", []) or [])
+    names: list[str] = []
+    for name, _ in model.named_modules():
+        if _matches(name, patterns) and not _under(name, names):
+            names.append(name)
+    return names
 
 
 def component_modules(model: nn.Module, component: str) -> list[str]:
@@ -208,6 +229,7 @@ def scope_parameter_count(model: nn.Module, component: str = WHOLE_MODEL) -> int
 __all__ = [
     "ROLES",
     "WHOLE_MODEL",
+    "checkpoint_blocks",
     "component_modules",
     "count_parameters",
     "frozen_module_names",

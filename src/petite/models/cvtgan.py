@@ -227,6 +227,9 @@ class CvTGAN(nn.Module):
                 "value_conv": [f"{g}.*.attn.conv_v.0"],
             },
             frozen_components=["discriminator"],
+            # Recomputable in backward: the generator's stages and conv blocks, the discriminator's layers.
+            checkpoint_blocks=[f"{g}.stem", f"{g}.down.*", f"{g}.bottleneck", f"{g}.up.*", f"{g}.head",
+                               "discriminator.conv*", "discriminator.stages.*"],
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

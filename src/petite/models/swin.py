@@ -87,6 +87,8 @@ class SwinUNETR(_MonaiSwinUNETR):
                 "conv_block": list(_DECODER),
                 "prompt_site": [],
             },
+            # Recomputable in backward: each Swin stage, each CNN block of the decoder path.
+            checkpoint_blocks=["swinViT.layers*.*", *_DECODER],
         )
 
     def forward(self, x_in: torch.Tensor) -> torch.Tensor:

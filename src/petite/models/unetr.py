@@ -261,6 +261,8 @@ class UNETR(nn.Module):
                 "conv_block": decoder_blocks,
                 "prompt_site": [f"vit.blocks.{PROMPT_BLOCK}"],
             },
+            # Recomputable in backward: each transformer block, each CNN block of the decoder path.
+            checkpoint_blocks=["vit.blocks.*", *decoder_blocks],
         )
 
     def _tokens_to_volume(self, x: torch.Tensor) -> torch.Tensor:
