@@ -405,3 +405,41 @@ def test_a_refused_start_leaves_no_run_folder(tmp_path: Path, datalist: Path, ca
     _one_line_error(capsys, *common, "--spec", "bitfit", "--config", empty, "--out", tmp_path / "empty")
     _one_line_error(capsys, *common, "--spec", "bitfit", "--lr", "-1", "--out", tmp_path / "lr")
     assert not any((tmp_path / name).exists() for name in ("vpt", "empty", "lr"))
+
+
+@pytest.mark.parametrize("model, spec", [("unetr", "petite-unetr"), ("cvtgan", "petite-cvtgan")])
+def test_memory_options_train_the_same_weights(tmp_path: Path, datalist: Path, model: str, spec: str) -> None:
+    """Checkpointing every block and the lean backward change what is stored, never what is learned."""
+    pre = tmp_path / "pre"
+    train(TrainConfig.load(datalist=str(datalist), out=str(pre), model=model, preset="tiny", max_steps=2,
+                           batch_size=2, lr=1e-3, patience=0), progress=False)
+
+    def finetune(out: str, **options: object) -> dict:
+        settings = {"max_steps": 3, "batch_size": 2, "patience": 0, "seed": 1, **options}
+        cfg = TrainConfig.load(datalist=str(datalist), out=str(tmp_path / out), model=model, init=str(pre), spec=spec,
+                               **settings)
+        return train(cfg, progress=False)
+
+    plain = finetune("plain", checkpoint="none", lean=False)
+    saver = finetune("saver", checkpoint="all", lean=True)
+    assert plain["memory_options"]["checkpointed_blocks"] == 0 and plain["memory_options"]["lean_layers"] == 0
+    assert saver["memory_options"]["checkpointed_blocks"] > 0 and saver["memory_options"]["lean_layers"] > 0
+    a, b = load_file(str(tmp_path / "plain" / "adapter.safetensors")), load_file(str(tmp_path / "saver" / "adapter.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    # ...and the steps moved the adapter (the equality above is not between two untouched copies).
+    finetune("one-step", max_steps=1)
+    one = load_file(str(tmp_path / "one-step" / "adapter.safetensors"))
+    assert any(not np.allclose(a[key], one[key]) for key in a)
+
+    bf16 = finetune("bf16", precision="bf16")
+    assert bf16["memory_options"]["precision"] == "bf16" and np.isfinite(bf16["test"]["psnr"])
+
+
+def test_fp16_on_the_cpu_is_refused_before_the_run_folder(tmp_path: Path, datalist: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(["pretrain", "--datalist", datalist, "--model", "unetr", "--preset", "tiny", "--max-steps", "1",
+                      "--precision", "fp16", "--device", "cpu", "--out", tmp_path / "run", "--quiet"], capsys)
+    assert result.code == 2 and "fp16 needs a CUDA device" in result.err
+    assert not (tmp_path / "run").exists()

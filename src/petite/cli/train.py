@@ -47,6 +47,14 @@ def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=int),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"])),
         click.option("--no-amp", "amp", flag_value=False, default=None, help="Disable mixed precision on CUDA."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+                     help="Autocast precision of training steps: bf16 on the CPU or a GPU, fp16 on CUDA "
+                     "(default: fp16 on CUDA unless --no-amp, fp32 on the CPU)."),
+        click.option("--checkpoint", type=click.Choice(["none", "frozen", "all"]),
+                     help="Recompute blocks in backward instead of storing their activations: frozen blocks "
+                     "(default under PEFT), all, or none (default for full fine-tuning)."),
+        click.option("--no-lean", "lean", flag_value=False, default=None,
+                     help="Let frozen convolutions keep their input for backward (PyTorch's default; more memory)."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run in --out."),
         click.option("--overwrite", is_flag=True, help="Replace a finished or interrupted run in --out."),
         click.option("--quiet", is_flag=True, help="No progress bar."),

@@ -32,6 +32,7 @@ import yaml
 
 from petite.data.normalise import MODES as NORMALISE_MODES
 from petite.documents import read_yaml
+from petite.engine.efficiency import CHECKPOINT_MODES, PRECISIONS
 from petite.errors import UserError
 
 OPTIMIZERS = ("adam", "adamw")
@@ -86,7 +87,10 @@ class TrainConfig:
     # Runtime
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool = True  # with precision None: fp16 autocast on CUDA, fp32 on the CPU
+    precision: str | None = None  # fp32 | bf16 | fp16 (CUDA); None: as amp says
+    checkpoint: str | None = None  # activation checkpointing: none | frozen | all; None: frozen under PEFT
+    lean: bool = True  # frozen convolutions keep no input for backward (same gradients, less memory)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into the run folder
 
     @classmethod
@@ -132,6 +136,9 @@ class TrainConfig:
             (self.optimizer in (None, *OPTIMIZERS), f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.lr_policy in LR_POLICIES, f"lr_policy must be one of {LR_POLICIES}, got {self.lr_policy!r}"),
             (self.schedule in (None, *SCHEDULES), f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
+            (self.precision in (None, *PRECISIONS), f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
+            (self.checkpoint in (None, *CHECKPOINT_MODES),
+             f"checkpoint must be one of {CHECKPOINT_MODES}, got {self.checkpoint!r}"),
             (0 <= self.warmup < 1, f"warmup must be a fraction of the steps in [0, 1), got {self.warmup}"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.normalise in NORMALISE_MODES, f"normalise must be one of {NORMALISE_MODES}, got {self.normalise!r}"),

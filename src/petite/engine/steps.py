@@ -17,12 +17,13 @@ import torch.nn.functional as F
 
 from petite.engine.config import TrainConfig
 from petite.engine.distributed import average_gradients, global_mean
+from petite.engine.efficiency import autocast, grad_scaler, resolve_precision
 from petite.engine.optim import build_optimizer, build_scheduler
 from petite.models.cvtgan import discriminator_loss, generator_loss
 
 
 class TrainingStep:
-    """The optimiser of the model's trainable tensors, its schedule, and mixed precision on CUDA.
+    """The optimiser of the model's trainable tensors, its schedule, and mixed precision (``cfg.precision``).
 
     ``groups`` are the optimiser's parameter groups (:func:`petite.engine.optim.parameter_groups`:
     one per PEFT method, each with its own learning rate and weight decay).  Subclasses
@@ -36,8 +37,8 @@ class TrainingStep:
         self.params = [p for group in groups for p in group["params"]]
         self.optimizers = {"model": build_optimizer(groups, cfg.optimizer, groups[0]["lr"], groups[0]["weight_decay"])}
         self.total_steps, self.warmup_steps = total_steps, warmup_steps
-        self.amp = cfg.amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.precision = resolve_precision(cfg.precision, cfg.amp, device)
+        self.scaler = grad_scaler(device, self.precision)  # enabled for fp16 only
 
     def _schedule(self) -> None:
         """Give every optimiser its per-step schedule (call after all optimisers exist)."""
@@ -47,7 +48,8 @@ class TrainingStep:
         }
 
     def autocast(self) -> Any:
-        return torch.autocast(self.device.type, enabled=self.amp)
+        """Forward and loss under the run's precision (nothing for fp32)."""
+        return autocast(self.device, self.precision)
 
     def train_mode(self) -> None:
         """Put the model in training mode for the next steps."""

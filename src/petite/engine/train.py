@@ -51,6 +51,7 @@ from petite.data.transforms import draw_batch, draw_item, make_dataset, split_cr
 from petite.device import resolve_device
 from petite.engine.config import AUTO, TrainConfig
 from petite.engine.distributed import barrier, process_group
+from petite.engine.efficiency import apply_memory_options, default_checkpoint, resolve_precision
 from petite.engine.evaluate import evaluate_split, iter_scans, summarize, write_results
 from petite.engine.infer import inference_roi, load_predictor, resolve_checkpoint
 from petite.engine.memory import peak_memory_mb, reset_peak_memory
@@ -274,6 +275,7 @@ def _train(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool, lr_m
     if training:
         check_volumes(datalist, [cfg.train_split, cfg.val_split] if has_val else [cfg.train_split])
     device = resolve_device(cfg.device)
+    resolve_precision(cfg.precision, cfg.amp, device)  # refused here (fp16 on a CPU), not after the folder exists
     train_set = make_dataset(datalist, cfg.train_split, train=True, cache_rate=cfg.cache_rate, crop_size=crop,
                              normalise=cfg.normalise) if training else None
 
@@ -344,6 +346,9 @@ def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
         if training else None
     if step is None and is_gan(model):
         model.discriminator.requires_grad_(False)
+    # The trainable set is final (spec, pruning, the step's discriminator): keep fewer activations.
+    checkpoint_mode = cfg.checkpoint or default_checkpoint(spec)
+    memory = apply_memory_options(model, checkpoint_mode, lean=cfg.lean) if training else {"checkpointed": [], "lean": []}
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"psnr_masked": None, "step": 0}
@@ -464,6 +469,8 @@ def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
         # Peak memory of the process during the run, and how much of it the run added over what
         # was in use when it started (the fair comparison between runs sharing one process).
         "peak_memory_mb": round(peak, 1), "peak_memory_added_mb": round(peak - memory_at_start, 1),
+        "memory_options": {"precision": step.precision if step is not None else "fp32", "checkpoint": checkpoint_mode,
+                           "checkpointed_blocks": len(memory["checkpointed"]), "lean_layers": len(memory["lean"])},
         "device": str(device),
         "hparams": {"lr_policy": cfg.lr_policy, "lr_multiplier": lr_multiplier, "optimizer": cfg.optimizer,
                     "schedule": cfg.schedule, "warmup": cfg.warmup, "source": setup.table["source"],
