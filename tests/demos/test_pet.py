@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from petite.data.scanners import BUILTIN_SCANNERS, load_scanner_file
-from petite.demos.pet import demo_scanners, format_table, half_resolution, run_demo, verdict
+from petite.data.scanners import BUILTIN_SCANNERS, half_resolution, load_scanner_file
+from petite.demos.pet import demo_scanners, format_table, run_demo, verdict
 from petite.errors import UserError
 
 METHODS = ("No-FT", "Full-FT", "PETITE")
@@ -31,6 +31,8 @@ def test_half_resolution_keeps_field_of_view_and_parameters():
         assert (half.vendor, half.site, half.fwhm_mm, half.counts) == (full.vendor, full.site, full.fwhm_mm, full.counts)
     odd = half_resolution(BUILTIN_SCANNERS["5"])
     assert odd.shape == (64, 64, 32) and odd.id == "5h"
+    # Every paper scanner has its built-in half-resolution copy (petite simulate --scanners 1h,4h).
+    assert all(BUILTIN_SCANNERS[f"{n}h"] == half_resolution(BUILTIN_SCANNERS[n]) for n in "12345")
 
 
 def test_format_table_lists_every_row():

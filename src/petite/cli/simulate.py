@@ -12,7 +12,8 @@ from petite.data.datalist import DEFAULT_SPLIT_SIZES
 
 @cli.command("simulate")
 @click.option("--scanners", default="1,2,3,4,5", show_default=True,
-              help="Comma-separated scanner ids (built-in: 1-5 of the paper's Table 4, and 'tiny').")
+              help="Comma-separated scanner ids (built-in: 1-5 of the paper's Table 4, 1h-5h the same at half "
+              "resolution, and 'tiny').")
 @click.option("--subjects", type=int, required=True, help="Subjects per scanner (IDs are distinct per scanner).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--frames", is_flag=True, help="Write six 5-minute frames as one 4D NIfTI per subject instead of short/long.")

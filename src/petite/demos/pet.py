@@ -3,8 +3,8 @@
 What it does (every number it prints is measured in that run):
 
 1. **Simulate two scanners at half resolution.**  Reduced copies of paper
-   scanners 1 and 4 (:func:`half_resolution`: grid halved, voxel spacing doubled,
-   same field of view, vendor, resolution, counts, calibration and
+   scanners 1 and 4 (the built-in ``1h`` and ``4h``, made by
+   :func:`petite.data.scanners.half_resolution`: grid halved, voxel spacing doubled, same field of view, vendor, resolution, counts, calibration and
    reconstruction), ids ``1h`` (source, 96x96x68 voxels of 2.44 mm) and ``4h``
    (target, 64x64x45 voxels of 4 mm), written to ``DIR/scanners.yaml``.  The
    source gets pre-training, validation and test subjects; the target
@@ -77,13 +77,15 @@ class DemoSize:
     finetune_val_every: int
     patience: int
     pretrain_lr: float
+    pretrain_patience: int | None = None  # None: patience
+    pretrain_min_delta: float = 0.0  # dB a pre-training validation must gain to count as an improvement
     workers: int = 2
 
 
 # Sized for 2 CPU cores (measured in run_demo's docstring).
 FULL = DemoSize(preset="small", crop=(32, 32, 32), source_splits=(12, 2, 0, 0, 4), target_splits=(0, 0, 4, 2, 6),
                 batch_size=4, pretrain_max_steps=1500, pretrain_val_every=100, finetune_max_steps=400,
-                finetune_val_every=25, patience=4, pretrain_lr=2e-3)
+                finetune_val_every=25, patience=4, pretrain_lr=2e-3, pretrain_patience=2, pretrain_min_delta=0.05)
 QUICK = DemoSize(preset="tiny", crop=(32, 32, 32), source_splits=(2, 1, 0, 0, 1), target_splits=(0, 0, 2, 1, 2),
                  batch_size=2, pretrain_max_steps=4, pretrain_val_every=2, finetune_max_steps=2,
                  finetune_val_every=1, patience=2, pretrain_lr=1e-3, workers=1)
@@ -92,21 +94,9 @@ QUICK = DemoSize(preset="tiny", crop=(32, 32, 32), source_splits=(2, 1, 0, 0, 1)
 METHODS: tuple[tuple[str, str], ...] = (("No-FT", "none"), ("Full-FT", "full"), ("PETITE", "petite-unetr"))
 
 
-def half_resolution(scanner: Scanner, new_id: str | None = None) -> Scanner:
-    """A half-resolution copy of ``scanner``: grid halved (rounded), spacing doubled, same field of view.
-
-    Vendor, site, PSF (FWHM), counts, calibration and OSEM settings are kept;
-    ``n_angles`` (if fixed) is halved like the grid, never below the subset count.
-    """
-    shape = tuple(max(8, int(round(n / 2))) for n in scanner.shape)
-    spacing = tuple(float(s) * 2 for s in scanner.spacing)
-    angles = None if scanner.n_angles is None else max(scanner.osem_subsets, int(round(scanner.n_angles / 2)))
-    return dataclasses.replace(scanner, id=new_id or f"{scanner.id}h", shape=shape, spacing=spacing, n_angles=angles)
-
-
 def demo_scanners() -> tuple[Scanner, Scanner]:
     """(source, target): half-resolution paper scanners 1 and 4, ids ``1h`` and ``4h``."""
-    return half_resolution(BUILTIN_SCANNERS[SOURCE_SCANNER]), half_resolution(BUILTIN_SCANNERS[TARGET_SCANNER])
+    return BUILTIN_SCANNERS[f"{SOURCE_SCANNER}h"], BUILTIN_SCANNERS[f"{TARGET_SCANNER}h"]
 
 
 def _describe(scanner: Scanner) -> str:
@@ -267,7 +257,9 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     pretrain_final = train(TrainConfig(
         datalist=str(datalists["source"]), out=str(runs / "pretrain"), spec="full", preset=size.preset, residual=True,
         train_split="pretrain_train", val_split="pretrain_val", max_steps=size.pretrain_max_steps,
-        val_every=size.pretrain_val_every, lr=size.pretrain_lr, schedule="warmup-cosine", **common), progress=False)
+        val_every=size.pretrain_val_every, lr=size.pretrain_lr, schedule="warmup-cosine",
+        min_delta=size.pretrain_min_delta, **{**common, "patience": size.pretrain_patience or size.patience}),
+        progress=False)
     timings["pretrain"] = time.perf_counter() - t
     gate = pretrain_final["gate"]
     stage("pretrain", f"done in {timings['pretrain']:.0f} s: {pretrain_final['steps']} steps "
@@ -385,4 +377,4 @@ def _figure(path: Path, datalist: dict[str, Any], runs: Path, roi: tuple[int, ..
                                                 f"scanner 1h (PSNR dB / SSIM in the head)")
 
 
-__all__ = ["FULL", "QUICK", "DemoSize", "demo_scanners", "format_table", "half_resolution", "run_demo", "verdict"]
+__all__ = ["FULL", "QUICK", "DemoSize", "demo_scanners", "format_table", "run_demo", "verdict"]
