@@ -7,10 +7,11 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from petite.data.scanners import BUILTIN_SCANNERS, half_resolution, load_scanner_file
-from petite.demos.pet import demo_scanners, format_table, run_demo, verdict
+from petite.demos.pet import demo_scanners, format_table, paired_difference, run_demo, verdict
 from petite.errors import UserError
 
 METHODS = ("No-FT", "Full-FT", "PETITE")
@@ -45,17 +46,41 @@ def test_format_table_lists_every_row():
 
 
 def test_verdict_makes_no_claim_when_the_gate_fails_and_quantifies_the_calibration():
-    def row(psnr, percent=None):
-        return {"psnr_masked": psnr, "percent": percent}
+    subjects = ("a", "b", "c", "d")
+
+    def row(psnr, percent=None, spread=(0.0, 0.0, 0.0, 0.0)):
+        values = {s: psnr + d for s, d in zip(subjects, spread)}
+        return {"psnr_masked": float(np.mean(list(values.values()))), "percent": percent, "subjects": values}
 
     rows = {"No-FT": row(28.0), "No-FT + calibration": row(28.5), "Full-FT": row(30.0, 100.0),
-            "PETITE": row(29.5, 0.6), "Gaussian filter (fitted on 4h)": row(28.8), "Gaussian filter (fitted on 1h)": row(28.6)}
+            # PETITE: 0.3 dB over the Gaussian fitted on 4h on average, but worse on one subject of four.
+            "PETITE": row(29.5, 0.6, spread=(0.0, 0.0, 0.0, 0.0)),
+            "Gaussian filter (fitted on 4h)": row(29.2, spread=(-0.6, -0.6, -0.6, 1.8)),
+            "Gaussian filter (fitted on 1h)": row(28.6)}
     failed = verdict(rows, {"passed": False, "verdict": "quality gate FAILED"})
     assert len(failed) == 2 and "No claim" in failed[1]
     lines = verdict(rows, {"passed": True, "verdict": "quality gate passed"})
     # Calibration recovers (28.5 - 28.0) / (29.5 - 28.0) = 33 % of PETITE's gain over No-FT.
-    assert any(line.startswith("PETITE: 29.50 dB") and "recovers 33 %" in line for line in lines)
-    assert "beats the fitted filter" in lines[-1] and "-0.50 dB from Full-FT" in lines[-1]
+    petite = next(line for line in lines if line.startswith("PETITE: 29.50 dB"))
+    assert "recovers 33 %" in petite and "+1.50 dB [+1.50, +1.50] over No-FT" in petite
+    # The paired interval against the filter includes 0 (one subject goes the other way): not resolved.
+    assert "beats No-FT, the calibrated source model" in lines[-1]
+    assert "difference to the fitted filter is not resolved" in lines[-1]
+    assert "-0.50 dB [-0.50, -0.50] from Full-FT" in lines[-1]
+
+
+def test_paired_difference_interval_matches_a_direct_bootstrap():
+    rng = np.random.default_rng(3)
+    a = {str(i): float(v) for i, v in enumerate(rng.normal(1.0, 0.5, 12))}
+    b = {str(i): 0.0 for i in range(12)}
+    b["extra"] = 5.0  # a subject only one method has is left out of the pairs
+    mean, lo, hi = paired_difference(a, b, resamples=2000, seed=7)
+    diffs = np.array([a[k] for k in sorted(a)])
+    assert mean == pytest.approx(diffs.mean())
+    draws = np.random.default_rng(7).integers(0, 12, size=(2000, 12))
+    means = np.array([diffs[d].mean() for d in draws])
+    assert (lo, hi) == pytest.approx((np.percentile(means, 2.5), np.percentile(means, 97.5)))
+    assert lo < mean < hi
 
 
 @pytest.mark.e2e
@@ -76,6 +101,8 @@ def test_quick_demo_end_to_end(tmp_path):
     every = ("Short scan (input)", "Gaussian filter (fitted on 4h)", "Gaussian filter (fitted on 1h)", "No-FT",
              "No-FT + calibration", "Full-FT", "PETITE")
     assert list(rows) == list(every)
+    # Every row holds the same test subjects: the verdict's differences are paired.
+    assert all(set(rows[m]["subjects"]) == set(rows["No-FT"]["subjects"]) and rows[m]["subjects"] for m in every)
     for method in every:
         assert f"| {method} |" in table
         assert method in stdout

@@ -48,11 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from petite.atomic import write_json, write_text
 from petite.data.scanners import BUILTIN_SCANNERS, Scanner, load_scanner_file
 from petite.demos.common import load_average, prepare_demo_folder
+from petite.documents import read_json
 from petite.tables import render_table
 
 log = logging.getLogger("petite.demo")
@@ -145,8 +147,15 @@ def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     return render_table(TABLE_COLUMNS, cells)
 
 
-def _row(method: str, summary: dict[str, Any], final: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"method": method, "n": summary.get("n"), **extra}
+def _row(method: str, subjects: list[dict[str, Any]], final: dict[str, Any] | None = None,
+         **fitted: Any) -> dict[str, Any]:
+    """A table row from the per-subject metrics (``fitted``: a baseline's fitted numbers, kept apart)."""
+    from petite.engine.evaluate import summarize
+
+    summary = summarize(subjects)
+    row: dict[str, Any] = {"method": method, "n": summary.get("n"), "fitted": fitted or None}
+    # Per-subject masked PSNR: the verdict compares methods subject by subject (paired).
+    row["subjects"] = {r["subject"]: r["psnr_masked"] for r in subjects}
     for key in ("psnr", "ssim", "nrmse", "psnr_masked", "ssim_masked", "nrmse_masked", "background"):
         row[key], row[f"{key}_std"] = summary.get(key), summary.get(f"{key}_std")
     if final is not None:
@@ -159,30 +168,61 @@ def _row(method: str, summary: dict[str, Any], final: dict[str, Any] | None = No
     return row
 
 
+def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int = 10_000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the subjects both have, with its 95 % bootstrap interval (resampling subjects)."""
+    keys = sorted(set(a) & set(b))
+    diff = np.array([a[k] - b[k] for k in keys], dtype=np.float64)
+    if diff.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _versus(rows: dict[str, dict[str, Any]], name: str, other: str) -> tuple[str, bool]:
+    """``"+0.30 dB [0.21, 0.38]"`` for ``name - other`` per subject, and whether the interval is above 0."""
+    mean, lo, hi = paired_difference(rows[name]["subjects"], rows[other]["subjects"])
+    return f"{mean:+.2f} dB [{lo:+.2f}, {hi:+.2f}]", lo > 0
+
+
 def verdict(rows: dict[str, dict[str, Any]], gate: dict[str, Any]) -> list[str]:
-    """The demo's conclusions, computed from the table's masked PSNR (the lines it prints)."""
+    """The demo's conclusions, computed from the subjects' masked PSNR (the lines it prints).
+
+    Differences are paired over the test subjects, with 95 % bootstrap intervals over subjects;
+    a method "beats" another only where that interval lies above zero.  With few test subjects
+    the intervals are wide: an interval that includes zero is reported as no resolved difference.
+    """
     psnr = {name: row["psnr_masked"] for name, row in rows.items()}
     lines = [gate["verdict"] + "."]
     if not gate["passed"]:
         lines.append("No claim about fine-tuning is made: the source model has not learned more than a filter.")
         return lines
-    no_ft, calib, full, petite = psnr["No-FT"], psnr["No-FT + calibration"], psnr["Full-FT"], psnr["PETITE"]
-    best_filter = max(psnr["Gaussian filter (fitted on 4h)"], psnr["Gaussian filter (fitted on 1h)"])
+    filters = [name for name in rows if name.startswith("Gaussian filter")]
+    best_filter = max(filters, key=lambda name: psnr[name])
     for name in ("Full-FT", "PETITE"):
-        gain = psnr[name] - no_ft
-        recovered = (calib - no_ft) / gain * 100 if gain > 0 else float("nan")
+        gain = psnr[name] - psnr["No-FT"]
+        # How much of the method's gain over No-FT three fitted numbers already give (~100 %: no adaptation).
+        recovered = f"{(psnr['No-FT + calibration'] - psnr['No-FT']) / gain * 100:.0f} %" if gain > 0 else "n/a"
         lines.append(
-            f"{name}: {psnr[name]:.2f} dB in the head, {gain:+.2f} dB over No-FT, {psnr[name] - calib:+.2f} dB over "
-            f"No-FT + calibration (which recovers {recovered:.0f} % of that gain), "
-            f"{psnr[name] - best_filter:+.2f} dB over the best fitted filter.")
-    beats_filter = petite > best_filter
-    beats_calib = petite > calib
-    lines.append(
-        f"PETITE trains {rows['PETITE']['percent']:.2f} % of the parameters and ends {petite - full:+.2f} dB from "
-        f"Full-FT; it {'beats' if beats_filter else 'does NOT beat'} the fitted filter and "
-        f"{'beats' if beats_calib else 'does NOT beat'} the calibrated source model"
-        + (" - its adaptation is more than an intensity calibration." if beats_calib and beats_filter else
-           " - so this run shows no adaptation beyond what the baselines do."))
+            f"{name}: {psnr[name]:.2f} dB in the head; per subject (mean [95 % interval]) "
+            f"{_versus(rows, name, 'No-FT')[0]} over No-FT, {_versus(rows, name, 'No-FT + calibration')[0]} over "
+            f"No-FT + calibration (which recovers {recovered} of the gain over No-FT), "
+            f"{_versus(rows, name, best_filter)[0]} over the best fitted filter.")
+    over_filter = _versus(rows, "PETITE", best_filter)[1]
+    over_no_ft = _versus(rows, "PETITE", "No-FT")[1]
+    over_calib = _versus(rows, "PETITE", "No-FT + calibration")[1]
+    gap, _ = _versus(rows, "PETITE", "Full-FT")
+    resolved = [what for what, ok in (("the fitted filter", over_filter), ("No-FT", over_no_ft),
+                                      ("the calibrated source model", over_calib)) if ok]
+    unresolved = [what for what, ok in (("the fitted filter", over_filter), ("No-FT", over_no_ft),
+                                        ("the calibrated source model", over_calib)) if not ok]
+    line = (f"PETITE trains {rows['PETITE']['percent']:.2f} % of the parameters and ends {gap} from Full-FT; "
+            f"it beats {', '.join(resolved) or 'none of the baselines'}")
+    if unresolved:
+        line += f"; its difference to {', '.join(unresolved)} is not resolved on these {len(rows['PETITE']['subjects'])} " \
+                "test subjects (interval includes 0)"
+    lines.append(line + ".")
     return lines
 
 
@@ -195,24 +235,27 @@ def _finetune(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, overwrite: bool = False,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, precision: str = "fp32") -> dict[str, Any]:
     """Run the demo into ``out`` (see the module docstring); returns what ``report/results.json`` holds.
 
     Full size (``quick=False``): 18 subjects on scanner 1h (12 pre-training, 2 validation, 4 test) and
     12 on scanner 4h (4 fine-tuning, 2 validation, 6 test); UNETR ``small`` with a global residual on
     random 32^3 crops, batch 4; pre-training validated every 100 steps (cap 1500), fine-tuning every 25
     (cap 400), each stopped after 4 validations without improvement; test on whole volumes (sliding
-    32^3 windows, overlap 0.5).
+    32^3 windows, overlap 0.5).  ``precision``: autocast of every training step (``bf16`` is faster
+    on CPUs with AMX or AVX-512 BF16, much slower on CPUs without; evaluation stays in float32).
     """
     from petite.baselines.predictors import calibrated_predictor, filter_predictor, fit_calibration, fit_gaussian
     from petite.data.datalist import read_datalist
     from petite.data.simulate import SimulationRequest, run_simulation
     from petite.engine.config import TrainConfig
-    from petite.engine.evaluate import evaluate, input_predictor, iter_scans, model_predictor, summarize
+    from petite.engine.efficiency import check_precision
+    from petite.engine.evaluate import evaluate, input_predictor, iter_scans, model_predictor
     from petite.engine.infer import load_predictor
     from petite.engine.train import train
     from petite.parallel import WorkerPool
 
+    check_precision("cpu", precision)  # before anything is written
     size = QUICK if quick else FULL
     out = Path(out)
     started = time.perf_counter()
@@ -224,8 +267,8 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     prepare_demo_folder(out, DEMO_PATHS, overwrite)
     source, target = demo_scanners()
     load_start = load_average()
-    echo(f"petite demo{' --quick' if quick else ''} -> {out} (seed {seed}, {os.cpu_count()} CPU cores visible, "
-         f"load average {load_start})")
+    echo(f"petite demo{' --quick' if quick else ''} -> {out} (seed {seed}, {precision} training steps, "
+         f"{os.cpu_count()} CPU cores visible, load average {load_start})")
     echo("Scanners: half-resolution versions of paper scanners 1 and 4 (grid halved, spacing doubled,")
     echo("same field of view, vendor, site and simulation parameters), written to scanners.yaml:")
     echo(f"  source {_describe(source)}")
@@ -249,7 +292,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     crop = list(size.crop)
     runs = out / "runs"
     common = dict(model="unetr", crop_size=crop, batch_size=size.batch_size, seed=seed, device="cpu",
-                  test_split="test", patience=size.patience)
+                  test_split="test", patience=size.patience, precision=precision)
     stage("pretrain", f"UNETR {size.preset} (global residual) on scanner {source.id}: {size.source_splits[0]} "
           f"volumes, crop {'x'.join(map(str, crop))}, batch {size.batch_size}, validated every "
           f"{size.pretrain_val_every} steps on {size.source_splits[1]} subjects (cap {size.pretrain_max_steps})")
@@ -280,12 +323,12 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     no_ft = model_predictor(source_model, crop)
     calibration = fit_calibration(fit_target, no_ft)
     rows: dict[str, dict[str, Any]] = {
-        "Short scan (input)": _row("Short scan (input)", summarize(evaluate(test, input_predictor))),
+        "Short scan (input)": _row("Short scan (input)", evaluate(test, input_predictor)),
         f"Gaussian filter (fitted on {target.id})": _row(
-            f"Gaussian filter (fitted on {target.id})", summarize(evaluate(test, filter_predictor(gauss_target))),
+            f"Gaussian filter (fitted on {target.id})", evaluate(test, filter_predictor(gauss_target)),
             sigma=gauss_target.sigma, gain=gauss_target.gain),
         f"Gaussian filter (fitted on {source.id})": _row(
-            f"Gaussian filter (fitted on {source.id})", summarize(evaluate(test, filter_predictor(gauss_source))),
+            f"Gaussian filter (fitted on {source.id})", evaluate(test, filter_predictor(gauss_source)),
             sigma=gauss_source.sigma, gain=gauss_source.gain),
     }
     timings["baselines"] = time.perf_counter() - t
@@ -310,12 +353,15 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
         stage(f"fine-tune {label}", f"{final['percent']:.2f} % trainable, {final['steps']} steps "
               f"({'converged' if final['converged'] else 'hit the cap'}), test PSNR in the head "
               f"{final['test']['psnr_masked']:.2f} dB")
-    rows["No-FT"] = _row("No-FT", finals["No-FT"]["test"], finals["No-FT"])
+    def tested(label: str) -> list[dict[str, Any]]:  # the run's own per-subject test metrics
+        return read_json(runs / label.lower() / "test_metrics.json")["subjects"]
+
+    rows["No-FT"] = _row("No-FT", tested("No-FT"), finals["No-FT"])
     rows["No-FT + calibration"] = _row(
-        "No-FT + calibration", summarize(evaluate(test, calibrated_predictor(calibration, no_ft))),
+        "No-FT + calibration", evaluate(test, calibrated_predictor(calibration, no_ft)),
         gain=calibration.gain, offset=calibration.offset, background=calibration.background)
     for label, _ in METHODS[1:]:
-        rows[label] = _row(label, finals[label]["test"], finals[label])
+        rows[label] = _row(label, tested(label), finals[label])
     rows = {key: rows[key] for key in (*list(rows)[:3], "No-FT", "No-FT + calibration", "Full-FT", "PETITE")}
 
     # 5. Report.
@@ -336,7 +382,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
                f"the run's peak resident set minus what its process held when training started.")
     lines = verdict(rows, gate)
     results = {
-        "format": "petite-demo/2", "quick": quick, "seed": seed, "size": dataclasses.asdict(size),
+        "format": "petite-demo/2", "quick": quick, "seed": seed, "precision": precision, "size": dataclasses.asdict(size),
         "scanners": {"source": source.to_dict(), "target": target.to_dict()},
         "pretrain": {k: pretrain_final.get(k) for k in ("steps", "stopped", "converged", "best_step",
                                                          "best_val_psnr_masked", "time_s", "step_time_s",
@@ -377,4 +423,4 @@ def _figure(path: Path, datalist: dict[str, Any], runs: Path, roi: tuple[int, ..
                                                 f"scanner 1h (PSNR dB / SSIM in the head)")
 
 
-__all__ = ["FULL", "QUICK", "DemoSize", "demo_scanners", "format_table", "run_demo", "verdict"]
+__all__ = ["FULL", "QUICK", "DemoSize", "demo_scanners", "format_table", "paired_difference", "run_demo", "verdict"]
