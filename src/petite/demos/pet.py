@@ -203,11 +203,13 @@ def verdict(rows: dict[str, dict[str, Any]], gate: dict[str, Any]) -> list[str]:
     for name in ("Full-FT", "PETITE"):
         gain = psnr[name] - psnr["No-FT"]
         # How much of the method's gain over No-FT three fitted numbers already give (~100 %: no adaptation).
-        recovered = f"{(psnr['No-FT + calibration'] - psnr['No-FT']) / gain * 100:.0f} %" if gain > 0 else "n/a"
+        calibration_gain = psnr["No-FT + calibration"] - psnr["No-FT"]
+        recovered = (f"which recovers {calibration_gain / gain * 100:.0f} % of the gain over No-FT"
+                     if gain > 0 and calibration_gain > 0 else f"which alone changes No-FT by {calibration_gain:+.2f} dB")
         lines.append(
             f"{name}: {psnr[name]:.2f} dB in the head; per subject (mean [95 % interval]) "
             f"{_versus(rows, name, 'No-FT')[0]} over No-FT, {_versus(rows, name, 'No-FT + calibration')[0]} over "
-            f"No-FT + calibration (which recovers {recovered} of the gain over No-FT), "
+            f"No-FT + calibration ({recovered}), "
             f"{_versus(rows, name, best_filter)[0]} over the best fitted filter.")
     over_filter = _versus(rows, "PETITE", best_filter)[1]
     over_no_ft = _versus(rows, "PETITE", "No-FT")[1]
