@@ -16,7 +16,7 @@ from petite.cli.app import cli
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="Autocast of the training steps: bf16 is faster on CPUs with AMX/AVX-512 BF16, slower without.")
 def demo(out: str, quick: bool, seed: int, overwrite: bool, precision: str) -> None:
-    """End-to-end demo on half-resolution paper scanners 1 -> 4 (about 4 min on 2 idle CPU cores, longer if shared).
+    """End-to-end demo on half-resolution paper scanners 1 -> 4 (about 26 min on 2 CPU cores; --quick: 1-2 min).
 
     Simulates scanners 1h (source) and 4h (target), pre-trains a small UNETR on
     1h, fine-tunes it on 4h with No-FT, Full-FT and PETITE, prints the
