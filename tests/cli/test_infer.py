@@ -63,3 +63,25 @@ def test_predict_checks_overlap_and_output_before_predicting(checkpoint: Path, t
         result = run_cli(["predict", src, dst, "--model", checkpoint, "--device", "cpu", *options], capsys)
         assert result.code == 2 and _one_line(result.err) and message in result.err, result.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "short.nii.gz"] and not any(folder.iterdir())
+
+
+def test_predict_never_overwrites_its_input_and_an_existing_output_only_when_asked(checkpoint: Path, tmp_path: Path,
+                                                                                  capsys) -> None:
+    src = tmp_path / "in" / "short.nii.gz"
+    save_volume(src, np.random.default_rng(0).random((16, 16, 16)).astype(np.float32) + 1,
+                make_affine((2.0, 2.0, 2.0), (16, 16, 16)))
+    original = src.read_bytes()
+    for extra in ([], ["--overwrite"]):  # even --overwrite never writes over the input
+        result = run_cli(["predict", src, src, "--model", checkpoint, "--device", "cpu", *extra], capsys)
+        assert result.code == 2 and _one_line(result.err) and "would overwrite an input" in result.err
+    # A folder of inputs written into itself: refused before the first prediction.
+    result = run_cli(["predict", src.parent, src.parent, "--model", checkpoint, "--device", "cpu"], capsys)
+    assert result.code == 2 and _one_line(result.err)
+    assert src.read_bytes() == original and sorted(p.name for p in src.parent.iterdir()) == ["short.nii.gz"]
+
+    out = tmp_path / "mine.nii.gz"
+    out.write_bytes(b"keep me")
+    result = run_cli(["predict", src, out, "--model", checkpoint, "--device", "cpu"], capsys)
+    assert result.code == 2 and _one_line(result.err) and "--overwrite" in result.err and out.read_bytes() == b"keep me"
+    assert run_cli(["predict", src, out, "--model", checkpoint, "--device", "cpu", "--overwrite"]).code == 0
+    assert out.read_bytes() != b"keep me"
