@@ -117,8 +117,8 @@ class _Input:
     offset: float
 
 
-def _read_input(src: Path, dst: Path, normalise: str) -> _Input:
-    data, affine = load_volume(src)
+def _read_input(src: Path, dst: Path, normalise: str, frames: str | None = None) -> _Input:
+    data, affine = load_volume(src, frames=frames)
     ras, ornt = _to_ras(data, affine)
     factor = input_factor(ras, src) if normalise == "input" else None
     scale, offset = scale_and_offset(ras, normalise, factor, src)
@@ -144,18 +144,21 @@ def predict_files(
     normalise: str = "input",
     overwrite: bool = False,
     on_done: Callable[[Path, Path], None] | None = None,
+    frames: str | None = "first",
 ) -> None:
     """Restore short-scan NIfTI files ``(source, destination)``: every input is read and checked first,
     so a bad one among many stops the command before any output is written.
 
     Each input is reoriented to RAS (as in training), normalised as the model was trained
     (:mod:`petite.data.normalise`: its own head-mean factor, or the paper's min-max), predicted,
-    mapped back to its units and orientation, and written with its affine and header.
+    mapped back to its units and orientation, and written with its affine and header (a NIfTI input's).
+    An input may be a folder holding a DICOM series; dynamic frames give one volume as ``frames`` says
+    (``first``: the short scan, the default; ``mean``; ``None`` refuses them).
     """
     check_outputs(pairs, overwrite)
-    inputs = [_read_input(src, dst, normalise) for src, dst in pairs]
+    inputs = [_read_input(src, dst, normalise, frames) for src, dst in pairs]
     for item in inputs:
-        header = nib.load(str(item.source)).header.copy()
+        header = None if item.source.is_dir() else nib.load(str(item.source)).header.copy()
         scaled = torch.from_numpy(np.ascontiguousarray((item.ras - item.offset) / item.scale, dtype=np.float32))
         pred = predict_volume(model, scaled[None, None], roi, overlap, sw_batch_size)[0, 0].cpu().numpy()
         # Activity is never negative; the paper's targets live in [0, 1].
