@@ -60,16 +60,10 @@ def load_predictor(model_path: str | Path, adapter: str | Path | None = None, me
     """
     model_path = Path(model_path)
     run = model_path
-    if (run / "config.yaml").is_file() and not (run / "model.safetensors").is_file():
+    base = base_checkpoint(run)
+    if base is not None:
         # A PEFT (or No-FT) run: its base checkpoint, plus its adapter if it trained one.
-        config = read_yaml(run / "config.yaml", "run config")
-        if not config.get("init"):
-            raise UserError("run folder has neither model.safetensors nor a base checkpoint", run)
-        # Stored relative to the run folder, so a run and its base can be moved together.
-        model_path = stored_path(run, config["init"])
-        if not resolve_checkpoint(model_path).with_suffix(".json").is_file():
-            raise UserError(f"this run's base model {config['init']} (relative to the run folder) is missing: "
-                            f"move the run and its base together, or restore {model_path}", run)
+        model_path = base
         if adapter is None and (run / "adapter.safetensors").is_file():
             adapter = run
     model = load_model(resolve_checkpoint(model_path))
@@ -78,6 +72,26 @@ def load_predictor(model_path: str | Path, adapter: str | Path | None = None, me
         if merged:
             merge(model)
     return model.eval()
+
+
+def base_checkpoint(run: str | Path) -> Path | None:
+    """The base checkpoint of a PEFT (or No-FT) run folder; ``None`` for a checkpoint or a run with its own weights.
+
+    Raises:
+        UserError: the run names no base, or its base is missing.
+    """
+    run = Path(run)
+    if not (run / "config.yaml").is_file() or (run / "model.safetensors").is_file():
+        return None
+    config = read_yaml(run / "config.yaml", "run config")
+    if not config.get("init"):
+        raise UserError("run folder has neither model.safetensors nor a base checkpoint", run)
+    # Stored relative to the run folder, so a run and its base can be moved together.
+    path = stored_path(run, config["init"])
+    if not resolve_checkpoint(path).with_suffix(".json").is_file():
+        raise UserError(f"this run's base model {config['init']} (relative to the run folder) is missing: "
+                        f"move the run and its base together, or restore {path}", run)
+    return path
 
 
 def run_settings(path: str | Path) -> dict[str, Any]:
