@@ -31,6 +31,9 @@ the median over rounds with the min and max beside it.  Unless the options are P
 ``full-plain`` row (fp32, no checkpointing, nothing lean) gives the ``*_vs_plain`` ratios: what
 a spec with these options costs against the full fine-tuning one would run otherwise.  Timings on
 a shared CPU are noisy: read ratios, and quote the load average (recorded before and after).
+
+Its 600-odd lines are one measurement protocol (child-process modes, the peak-tensor probe,
+interleaved timing, ratios and their rendering) that only makes sense read together.
 """
 
 from __future__ import annotations

@@ -85,3 +85,21 @@ def test_predict_never_overwrites_its_input_and_an_existing_output_only_when_ask
     assert result.code == 2 and _one_line(result.err) and "--overwrite" in result.err and out.read_bytes() == b"keep me"
     assert run_cli(["predict", src, out, "--model", checkpoint, "--device", "cpu", "--overwrite"]).code == 0
     assert out.read_bytes() != b"keep me"
+
+
+def test_predict_from_a_dicom_series_equals_predict_from_nifti(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    import nibabel as nib
+
+    from tests.dicom_series import write_series
+
+    affine = make_affine((2.0, 2.0, 2.0), (16, 16, 16))
+    frames = (np.random.default_rng(1).integers(100, 4000, (16, 16, 16, 2)) * 0.5).astype(np.float32)
+    save_volume(tmp_path / "short.nii.gz", frames[..., 0], affine)
+    write_series(tmp_path / "dicom", frames, affine, slope=0.5, frame_times=[0, 300_000])
+    # A folder of DICOM files is one series (the first frame: the short scan), not a batch of inputs.
+    for src, dst in ((tmp_path / "short.nii.gz", tmp_path / "a.nii.gz"), (tmp_path / "dicom", tmp_path / "b.nii.gz")):
+        result = run_cli(["predict", src, dst, "--model", checkpoint, "--device", "cpu", "--roi", "16,16,16"], capsys)
+        assert result.code == 0, result.err
+    a, b = nib.load(tmp_path / "a.nii.gz"), nib.load(tmp_path / "b.nii.gz")
+    np.testing.assert_allclose(b.affine, a.affine, atol=1e-5)
+    np.testing.assert_allclose(b.get_fdata(), a.get_fdata(), rtol=1e-5, atol=1e-4)

@@ -74,6 +74,30 @@ def test_import_flat_folder(tmp_path: Path) -> None:
     assert [i["patient"] for i in data["X_train"]] == ["X-1", "X-2"] and data["X_val"] == []
 
 
+def test_import_dicom_series_in_place_of_nifti_files(tmp_path: Path) -> None:
+    from tests.dicom_series import write_series
+
+    dicom, nifti = tmp_path / "dicom", tmp_path / "nifti"
+    for k, patient in enumerate(("CHUM-001", "CHUM-002", "CHUM-003")):
+        ct, pet, label = _volumes(k)
+        ct, pet = np.round(ct), np.round(pet * 1000) / 1000  # what int16 with slope 1 / 0.001 stores exactly
+        write_series(dicom / "imagesTr" / f"{patient}__CT", ct, AFFINE, series_uid=f"1.2.3.{k}.1")
+        write_series(dicom / "imagesTr" / f"{patient}__PT", pet, AFFINE, slope=0.001, series_uid=f"1.2.3.{k}.2")
+        save_volume(dicom / "labelsTr" / f"{patient}.nii.gz", label, AFFINE)
+        for name, volume in ((f"{patient}__CT", ct), (f"{patient}__PT", pet)):
+            save_volume(nifti / "imagesTr" / f"{name}.nii.gz", volume, AFFINE)
+        save_volume(nifti / "labelsTr" / f"{patient}.nii.gz", label, AFFINE)
+    cases = {}
+    for folder in (dicom, nifti):
+        data = read_mm_datalist(import_hecktor(folder, folder / "datalist.json", splits=(1, 1, 1)))
+        cases[folder.name] = item = next(i for i in _all_items(data) if i["patient"] == "CHUM-002")
+        assert item["facts"]["pet_on_ct_grid"] is True
+    assert Path(cases["dicom"]["ct"]).name == "CHUM-002__CT"
+    from_dicom, from_nifti = load_case(cases["dicom"]), load_case(cases["nifti"])
+    for key in ("ct", "pet", "label"):
+        np.testing.assert_allclose(from_dicom[key].numpy(), from_nifti[key].numpy(), atol=1e-5)
+
+
 def _break_label(folder: Path) -> str:
     ct, pet, label = _volumes(0)
     label[0, 0, 0] = 5

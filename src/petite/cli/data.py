@@ -21,10 +21,12 @@ from petite.errors import UserError
 
 
 @cli.command("prepare")
-@click.option("--frames-dir", type=click.Path(path_type=Path), help="Folder of 4D dynamic NIfTI files, one per subject (<subject>.nii.gz).")
-@click.option(
-    "--pairs-dir", type=click.Path(path_type=Path), help="Folder of <subject>_short.nii.gz / <subject>_long.nii.gz pairs."
-)
+@click.option("--frames-dir", type=click.Path(path_type=Path),
+              help="Folder of 4D dynamic NIfTI files, one per subject (<subject>.nii.gz), or of DICOM series "
+                   "sub-folders <subject>/ (short = first frame, long = mean of the frames).")
+@click.option("--pairs-dir", type=click.Path(path_type=Path),
+              help="Folder of <subject>_short.nii.gz / <subject>_long.nii.gz pairs, or of DICOM series sub-folders "
+                   "<subject>_short/ and <subject>_long/.")
 @click.option(
     "--csv",
     "csv_file",

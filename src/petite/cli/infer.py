@@ -55,9 +55,13 @@ def evaluate_command(model_path: str, adapter: str | None, datalist: str, split:
 @click.option("--overlap", default=0.5, show_default=True, type=float)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (an output is never one of the inputs).")
+@click.option("--frames", type=click.Choice(["first", "mean"]), default="first", show_default=True,
+              help="A dynamic input (4D NIfTI or DICOM series): restore its first frame (the short scan) or the mean.")
 def predict_command(src: str, dst: str, model_path: str, adapter: str | None, no_merge: bool, roi: str | None,
-                    overlap: float, device: str, overwrite: bool) -> None:
+                    overlap: float, device: str, overwrite: bool, frames: str) -> None:
     """Restore a short scan (SRC.nii.gz -> DST.nii.gz), or every NIfTI in folder SRC into folder DST.
+
+    SRC may be a folder holding one DICOM series (the output is NIfTI).
 
     The output keeps the input's affine, header and units.  Every input is checked before any
     output is written; an existing output is refused without --overwrite.
@@ -74,5 +78,5 @@ def predict_command(src: str, dst: str, model_path: str, adapter: str | None, no
     model = load_predictor(model_path, adapter, merged=not no_merge).to(resolve_device(device))
     window = inference_roi(model, roi_size or settings["crop_size"])
     predict_files(model, pairs, window, overlap, normalise=settings["normalise"], overwrite=overwrite,
-                  on_done=lambda s, d: click.echo(f"{s} -> {d}"))
+                  on_done=lambda s, d: click.echo(f"{s} -> {d}"), frames=frames)
 

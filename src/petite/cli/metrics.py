@@ -22,12 +22,18 @@ from petite.metrics import WINDOWS, compute_metrics, scale_unit
 @click.option("--ssim-window", type=click.Choice(WINDOWS), default="uniform", show_default=True,
               help="SSIM window (7^3 box, or Gaussian sigma 1.5).")
 @click.option("--mask", "mask_path", type=click.Path(path_type=Path),
-              help="A head/body mask NIfTI (non-zero = inside); default: computed from the target.")
+              help="A head/body mask NIfTI or DICOM folder (non-zero = inside); default: computed from the target.")
 @click.option("--scale-each", is_flag=True,
               help="Scale each volume to [0, 1] by its own min/max first (the paper's pre-processing; wrong for a "
                    "prediction in the target's units, which is the default assumption).")
-def metrics(pred: Path, target: Path, as_json: bool, ssim_window: str, mask_path: Path | None, scale_each: bool) -> None:
+@click.option("--frames", type=click.Choice(["first", "mean"]), default="mean", show_default=True,
+              help="A dynamic TARGET (4D NIfTI or DICOM series) is compared as the mean of its frames (the long "
+                   "scan) or its first frame.")
+def metrics(pred: Path, target: Path, as_json: bool, ssim_window: str, mask_path: Path | None, scale_each: bool,
+            frames: str) -> None:
     """PSNR, SSIM and NRMSE of PRED against TARGET, both in the target's units.
+
+    PRED, TARGET and --mask are NIfTI files or folders holding one DICOM series each.
 
     Both are mapped by the target's min-max to the target's [0, 1] scale (the paper's scale); the
     metrics are computed over the whole volume and inside the head (a mask from the target, the same
@@ -35,7 +41,7 @@ def metrics(pred: Path, target: Path, as_json: bool, ssim_window: str, mask_path
     with the prediction's mean in the background.
     """
     pred_data, _ = load_volume(pred)
-    target_data, _ = load_volume(target)
+    target_data, _ = load_volume(target, frames=frames)
     if pred_data.shape != target_data.shape:
         raise UserError(f"shape {pred_data.shape} differs from the target's {target_data.shape} ({target.name})", pred)
     if min(target_data.shape) < 7:

@@ -124,3 +124,42 @@ def probe_cmd(init: str, datalist: str, spec_text: str, split: str, crops: int, 
     if result["dead"]:
         click.echo(f"frozen (no gradient reaches them): {len(result['dead'])} tensors")
     click.echo(format_probe(result))
+
+
+@peft_group.command("export")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["peft"]), default="peft", show_default=True,
+              help="Adapter format: HF peft's adapter_config.json + adapter_model.safetensors.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace the output folder if it exists.")
+def export_cmd(run: Path, fmt: str, out: Path, overwrite: bool) -> None:
+    """Write the LoRA/DoRA adapter of fine-tuning run RUN in HF peft's format.
+
+    Load it with ``peft.PeftModel.from_pretrained(base_model, OUT)`` onto the run's base model
+    (``petite.load_model``).  Specs with parts peft lacks (SSF, VPT, bottleneck adapters, LayerNorm,
+    BitFit, LoRA on convolutions) are refused, naming the part; nothing is written then.
+    """
+    from petite.atomic import check_output_folder
+    from petite.engine.infer import base_checkpoint, load_predictor, resolve_checkpoint
+    from petite.errors import UserError
+    from petite.models import load_model
+    from petite.peft.export import export_peft
+
+    check_output_folder(out, overwrite)
+    if not run.is_dir():
+        raise UserError("run folder not found", run)
+    base_path = base_checkpoint(run)
+    if base_path is None:
+        raise UserError("not a fine-tuning run with an adapter (no base checkpoint in config.yaml)", run)
+    if not (run / "adapter.safetensors").is_file():
+        raise UserError("the run trained no adapter (adapter.safetensors missing); nothing to export", run)
+    model = load_predictor(run, merged=False)
+    base = load_model(resolve_checkpoint(base_path)).eval()
+    try:
+        export_peft(model, base, out, overwrite=overwrite,
+                    source={"run": str(run.resolve()), "base_checkpoint": str(resolve_checkpoint(base_path).resolve())})
+    except UserError as err:
+        if err.path is None:  # the spec's problem: name the run it belongs to
+            raise UserError(str(err), run) from None
+        raise
+    click.echo(f"wrote {out} (load with peft.PeftModel.from_pretrained(base_model, {str(out)!r}))")

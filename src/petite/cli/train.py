@@ -58,22 +58,28 @@ def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--resume", is_flag=True, help="Continue an interrupted run in --out."),
         click.option("--overwrite", is_flag=True, help="Replace a finished or interrupted run in --out."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--track", type=click.Choice(["mlflow"]),
+                     help="Also log settings, per-step metrics, final metrics and the weights to MLflow "
+                     "(pip install 'petite[track]')."),
+        click.option("--track-uri", help="MLflow tracking URI (default: a file store in ./mlruns)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _run(config: str | None, resume: bool, overwrite: bool, quiet: bool, defaults: dict[str, Any] | None = None,
-         **values: Any) -> None:
+def _run(config: str | None, resume: bool, overwrite: bool, quiet: bool, track: str | None, track_uri: str | None,
+         defaults: dict[str, Any] | None = None, **values: Any) -> None:
     from petite.atomic import to_jsonable
     from petite.engine.config import TrainConfig
+    from petite.engine.tracking import make_tracker
     from petite.engine.train import train
 
+    tracker = make_tracker(track, track_uri)  # a missing mlflow is refused before anything is read or written
     crop = parse_size(values.pop("crop_size"), "--crop")
     values["crop_size"] = list(crop) if crop else None
     cfg = TrainConfig.load(config, defaults=defaults, **values)
-    final = train(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
+    final = train(cfg, resume=resume, overwrite=overwrite, progress=not quiet, tracker=tracker)
     if final:
         keys = ("spec", "trainable", "percent", "steps", "stopped", "converged", "best_step", "test", "baselines")
         click.echo(json.dumps(to_jsonable({k: final.get(k) for k in keys}), indent=2))

@@ -10,6 +10,12 @@ Three ways to describe a scanner's subjects:
   and ``long`` columns (paths relative to the CSV's folder), and optionally a
   ``split`` column naming each subject's split explicitly.
 
+Wherever a NIfTI file goes, a folder holding one DICOM series may go instead
+(:mod:`petite.data.dicom`): ``--frames-dir`` takes sub-folders ``<subject>/``
+holding a dynamic series (the rule is the same: short = first frame, long = mean
+of the frames), ``--pairs-dir`` sub-folders ``<subject>_short/`` and
+``<subject>_long/`` holding one static series each.
+
 Every file is loaded once and checked (readable, 3D or 4D as expected, frame
 count, short/long grid agreement, finite, not all zero) before anything is
 written; the first problem raises :class:`~petite.errors.UserError` naming the
@@ -34,6 +40,7 @@ from petite.data.datalist import (
     build_datalist,
     write_datalist,
 )
+from petite.data.dicom import is_dicom_folder
 from petite.data.nifti import load_volume
 from petite.errors import UserError
 
@@ -69,15 +76,16 @@ def _nifti_stem(path: Path) -> str | None:
 
 
 def _nifti_files(folder: Path) -> list[tuple[str, Path]]:
+    """``(stem, path)`` of the NIfTI files and DICOM series sub-folders directly in ``folder``."""
     if not folder.is_dir():
         raise UserError("folder not found", folder)
     found = []
     for path in sorted(folder.iterdir()):
-        stem = _nifti_stem(path)
+        stem = path.name if is_dicom_folder(path) else _nifti_stem(path)
         if stem is not None and not stem.startswith("."):  # skip hidden/temporary files
             found.append((stem, path))
     if not found:
-        raise UserError("no .nii or .nii.gz files found", folder)
+        raise UserError("no .nii or .nii.gz files (or DICOM series sub-folders) found", folder)
     return found
 
 

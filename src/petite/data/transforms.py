@@ -2,7 +2,8 @@
 
 The chain, for an item ``{"subject", "short", "long"}`` or ``{"subject", "frames"}``:
 
-1. ``LoadImaged`` (nibabel reader) -> MetaTensors carrying the affine;
+1. :class:`LoadVolumed` -> MetaTensors carrying the affine: MONAI's ``LoadImaged`` (nibabel reader) for a
+   NIfTI file, :func:`petite.data.nifti.load_volume` for a folder holding a DICOM series;
 2. ``EnsureChannelFirstd`` -> ``(1, X, Y, Z)``; 4D frames become ``(T, X, Y, Z)``;
 3. ``Orientationd`` to RAS, so every scanner's volumes share the axis convention;
 4. :class:`FramesToShortLongd`: ``short`` = frame 0, ``long`` = mean of the frames
@@ -46,6 +47,7 @@ from monai.transforms import (
 )
 
 from petite.data.datalist import PATH_KEYS, SPLITS, read_datalist
+from petite.data.nifti import load_volume
 from petite.data.normalise import check_mode, input_factor, scale_and_offset
 from petite.errors import UserError, user_error_in
 
@@ -75,6 +77,30 @@ def choose_crop_size(
             c //= 2
         crop.append(c)
     return tuple(crop)
+
+
+class LoadVolumed(MapTransform):
+    """Load each key's path into a MetaTensor with its affine: a NIfTI file with MONAI's ``LoadImaged``
+    (nibabel), a DICOM series folder with :func:`petite.data.nifti.load_volume` (SimpleITK), so that
+    ``EnsureChannelFirstd`` and ``Orientationd`` see the same metadata either way."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.nifti = LoadImaged(keys=keys, reader="NibabelReader", image_only=True, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        folders = {key: d.pop(key) for key in self.key_iterator(d) if Path(str(d[key])).is_dir()}
+        d = dict(self.nifti(d))
+        for key, folder in folders.items():
+            array, affine = load_volume(folder, ndim=None, check_values=False)
+            meta = {"affine": torch.as_tensor(affine, dtype=torch.float64),
+                    "original_affine": np.asarray(affine), "spatial_shape": np.asarray(array.shape[:3]),
+                    # MONAI's convention: no channel for a 3D volume, frames last for a 4D one.
+                    "original_channel_dim": "no_channel" if array.ndim == 3 else -1,
+                    "filename_or_obj": str(folder)}
+            d[key] = MetaTensor(torch.from_numpy(array), meta=meta)
+        return d
 
 
 class FramesToShortLongd(MapTransform):
@@ -155,7 +181,7 @@ class Normalised(MapTransform):
 def _base_transforms(normalise: str = "input") -> list[Any]:
     load_keys = [*IMAGE_KEYS, "frames"]
     return [
-        LoadImaged(keys=load_keys, reader="NibabelReader", image_only=True, allow_missing_keys=True),
+        LoadVolumed(keys=load_keys),
         EnsureChannelFirstd(keys=load_keys, allow_missing_keys=True),
         # Explicit RAS labels: MONAI >= 1.5 warns when they are left to the default.
         Orientationd(keys=load_keys, axcodes="RAS", labels=_RAS_LABELS, allow_missing_keys=True),
@@ -188,15 +214,19 @@ def eval_transforms(normalise: str = "input") -> Compose:
 
 
 def ras_shape(path: str | Path) -> tuple[int, int, int]:
-    """Spatial shape of a NIfTI file after reorientation to RAS, read from its header only."""
+    """Spatial shape of a NIfTI file (read from its header only) or a DICOM series after reorientation to RAS."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():  # a DICOM series has no header of the whole volume: read it (small next to training)
+        data, affine = load_volume(path, ndim=None, check_values=False)
+        shape = data.shape[:3]
+    elif not path.is_file():
         raise UserError("file not found", path)
-    try:
-        img = nib.load(str(path))
-        shape, affine = img.shape[:3], img.affine
-    except Exception as err:  # nibabel raises many types for corrupt files
-        raise UserError(f"cannot read NIfTI header ({type(err).__name__}: {err})", path) from None
+    else:
+        try:
+            img = nib.load(str(path))
+            shape, affine = img.shape[:3], img.affine
+        except Exception as err:  # nibabel raises many types for corrupt files
+            raise UserError(f"cannot read NIfTI header ({type(err).__name__}: {err})", path) from None
     ornt = nib.orientations.io_orientation(affine)
     out = [0, 0, 0]
     for axis, (target, _flip) in enumerate(ornt):

@@ -60,16 +60,10 @@ def load_predictor(model_path: str | Path, adapter: str | Path | None = None, me
     """
     model_path = Path(model_path)
     run = model_path
-    if (run / "config.yaml").is_file() and not (run / "model.safetensors").is_file():
+    base = base_checkpoint(run)
+    if base is not None:
         # A PEFT (or No-FT) run: its base checkpoint, plus its adapter if it trained one.
-        config = read_yaml(run / "config.yaml", "run config")
-        if not config.get("init"):
-            raise UserError("run folder has neither model.safetensors nor a base checkpoint", run)
-        # Stored relative to the run folder, so a run and its base can be moved together.
-        model_path = stored_path(run, config["init"])
-        if not resolve_checkpoint(model_path).with_suffix(".json").is_file():
-            raise UserError(f"this run's base model {config['init']} (relative to the run folder) is missing: "
-                            f"move the run and its base together, or restore {model_path}", run)
+        model_path = base
         if adapter is None and (run / "adapter.safetensors").is_file():
             adapter = run
     model = load_model(resolve_checkpoint(model_path))
@@ -78,6 +72,26 @@ def load_predictor(model_path: str | Path, adapter: str | Path | None = None, me
         if merged:
             merge(model)
     return model.eval()
+
+
+def base_checkpoint(run: str | Path) -> Path | None:
+    """The base checkpoint of a PEFT (or No-FT) run folder; ``None`` for a checkpoint or a run with its own weights.
+
+    Raises:
+        UserError: the run names no base, or its base is missing.
+    """
+    run = Path(run)
+    if not (run / "config.yaml").is_file() or (run / "model.safetensors").is_file():
+        return None
+    config = read_yaml(run / "config.yaml", "run config")
+    if not config.get("init"):
+        raise UserError("run folder has neither model.safetensors nor a base checkpoint", run)
+    # Stored relative to the run folder, so a run and its base can be moved together.
+    path = stored_path(run, config["init"])
+    if not resolve_checkpoint(path).with_suffix(".json").is_file():
+        raise UserError(f"this run's base model {config['init']} (relative to the run folder) is missing: "
+                        f"move the run and its base together, or restore {path}", run)
+    return path
 
 
 def run_settings(path: str | Path) -> dict[str, Any]:
@@ -117,8 +131,8 @@ class _Input:
     offset: float
 
 
-def _read_input(src: Path, dst: Path, normalise: str) -> _Input:
-    data, affine = load_volume(src)
+def _read_input(src: Path, dst: Path, normalise: str, frames: str | None = None) -> _Input:
+    data, affine = load_volume(src, frames=frames)
     ras, ornt = _to_ras(data, affine)
     factor = input_factor(ras, src) if normalise == "input" else None
     scale, offset = scale_and_offset(ras, normalise, factor, src)
@@ -144,18 +158,21 @@ def predict_files(
     normalise: str = "input",
     overwrite: bool = False,
     on_done: Callable[[Path, Path], None] | None = None,
+    frames: str | None = "first",
 ) -> None:
     """Restore short-scan NIfTI files ``(source, destination)``: every input is read and checked first,
     so a bad one among many stops the command before any output is written.
 
     Each input is reoriented to RAS (as in training), normalised as the model was trained
     (:mod:`petite.data.normalise`: its own head-mean factor, or the paper's min-max), predicted,
-    mapped back to its units and orientation, and written with its affine and header.
+    mapped back to its units and orientation, and written with its affine and header (a NIfTI input's).
+    An input may be a folder holding a DICOM series; dynamic frames give one volume as ``frames`` says
+    (``first``: the short scan, the default; ``mean``; ``None`` refuses them).
     """
     check_outputs(pairs, overwrite)
-    inputs = [_read_input(src, dst, normalise) for src, dst in pairs]
+    inputs = [_read_input(src, dst, normalise, frames) for src, dst in pairs]
     for item in inputs:
-        header = nib.load(str(item.source)).header.copy()
+        header = None if item.source.is_dir() else nib.load(str(item.source)).header.copy()
         scaled = torch.from_numpy(np.ascontiguousarray((item.ras - item.offset) / item.scale, dtype=np.float32))
         pred = predict_volume(model, scaled[None, None], roi, overlap, sw_batch_size)[0, 0].cpu().numpy()
         # Activity is never negative; the paper's targets live in [0, 1].

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from petite.data.dicom import is_dicom_folder
 from petite.errors import UserError
 from petite.metrics import WINDOWS
 
@@ -63,18 +64,19 @@ def check_output_folder_path(out: str | Path) -> Path:
 
 
 def prediction_pairs(src: str | Path, dst: str | Path) -> list[tuple[Path, Path]]:
-    """``(input, output)`` NIfTI pairs: one file to one file, or every NIfTI in folder ``src`` into folder ``dst``."""
+    """``(input, output)`` pairs: one file (or one DICOM series folder) to one NIfTI file, or every NIfTI in
+    folder ``src`` into folder ``dst``.  A folder holding DICOM files directly is one series, not a batch."""
     source, target = Path(src), Path(dst)
     if not source.exists():
         raise UserError("input not found", source)
-    if source.is_dir():
+    if source.is_dir() and not is_dicom_folder(source):
         inputs = sorted(p for p in source.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
         if not inputs:
             raise UserError("no .nii or .nii.gz files in the input folder", source)
         check_output_folder_path(target)
         return [(p, target / p.name) for p in inputs]
     if target.is_dir():
-        raise UserError("output is a folder; give a file name for one input file", target)
+        raise UserError("output is a folder; give a file name for one input file or DICOM series", target)
     if not target.name.endswith(NIFTI_SUFFIXES):
         raise UserError("output must be a .nii or .nii.gz file", target)
     check_output_folder_path(target.parent)

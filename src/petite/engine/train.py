@@ -59,6 +59,7 @@ from petite.engine.optim import describe_groups, parameter_groups
 from petite.engine.run_folder import RunFolder
 from petite.engine.state import load_state, save_state
 from petite.engine.steps import is_gan, make_step
+from petite.engine.tracking import Tracker
 from petite.errors import UserError
 from petite.locks import run_lock
 from petite.models import build_model, load_model, save_model
@@ -176,18 +177,21 @@ def _length(cfg: TrainConfig, steps_per_epoch: int, table: dict[str, Any], spec:
     return cap, cfg.val_every or steps_per_epoch
 
 
-def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          tracker: Tracker | None = None) -> dict[str, Any]:
     """Run ``cfg`` into its run folder (see the module docstring); returns ``final.json``'s content.
 
     ``lr: auto`` first runs one short trial per multiplier of ``lr_grid`` (in ``<out>/lr-search/``) and
-    keeps the multiplier with the best validation masked PSNR.
+    keeps the multiplier with the best validation masked PSNR.  ``tracker`` (:mod:`petite.engine.tracking`)
+    mirrors the run's settings, metrics and weights into a tracking service (the trials are not tracked).
     """
     if cfg.lr == AUTO:
-        return _train_with_lr_search(cfg, resume, overwrite, progress)
-    return _train(cfg, resume, overwrite, progress)
+        return _train_with_lr_search(cfg, resume, overwrite, progress, tracker)
+    return _train(cfg, resume, overwrite, progress, tracker=tracker)
 
 
-def _train_with_lr_search(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool) -> dict[str, Any]:
+def _train_with_lr_search(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool,
+                          tracker: Tracker | None = None) -> dict[str, Any]:
     import dataclasses
 
     out = Path(cfg.out)
@@ -211,7 +215,7 @@ def _train_with_lr_search(cfg: TrainConfig, resume: bool, overwrite: bool, progr
              ", ".join(f"x{t['multiplier']:g}: {t['best_val_psnr_masked']:.3f} dB" for t in scored))
     final = _train(dataclasses.replace(cfg, lr=None), resume, overwrite, progress, lr_multiplier=chosen["multiplier"],
                    lr_search={"grid": list(cfg.lr_grid), "trials": trials, "chosen": chosen["multiplier"]},
-                   config_lr=AUTO)
+                   config_lr=AUTO, tracker=tracker)
     return final
 
 
@@ -252,7 +256,7 @@ class _Setup:
 
 def _train(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool, lr_multiplier: float = 1.0,
            trial_fraction: float | None = None, lr_search: dict[str, Any] | None = None,
-           config_lr: float | str | None = None) -> dict[str, Any]:
+           config_lr: float | str | None = None, tracker: Tracker | None = None) -> dict[str, Any]:
     rank, world = process_group()
     if cfg.batch_size % world:
         raise UserError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
@@ -326,14 +330,23 @@ def _train(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool, lr_m
     # Everything is checked: now the run folder is created (or continued), by one writer only.
     saved_cfg = TrainConfig(**{**cfg.to_dict(), "lr": config_lr if config_lr is not None else cfg.lr,
                                "init": _portable(cfg.init, run.root), "datalist": _portable(cfg.datalist, run.root)})
+    tracker = tracker if tracker is not None and rank == 0 else Tracker()
     with run_lock(run.root) if rank == 0 else contextlib.nullcontext():
         resuming = run.prepare(saved_cfg, resume, overwrite) if rank == 0 else resume
         barrier(world)
-        return _run(setup, resuming, progress, lr_multiplier, lr_search)
+        tracker.start(run.root, saved_cfg.to_dict(), {"petite.kind": "pretrain" if setup.pretraining else "finetune",
+                                                      "petite.model": cfg.model or "", "petite.spec": spec.to_string()})
+        try:
+            final = _run(setup, resuming, progress, lr_multiplier, lr_search, tracker)
+        except BaseException as err:
+            tracker.finish(run.root, None, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            raise
+        tracker.finish(run.root, final)
+        return final
 
 
 def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
-         lr_search: dict[str, Any] | None) -> dict[str, Any]:
+         lr_search: dict[str, Any] | None, tracker: Tracker) -> dict[str, Any]:
     """The loop and the final evaluation of a checked run whose folder is prepared (and locked)."""
     cfg, run, datalist, spec, model, peft = setup.cfg, setup.run, setup.datalist, setup.spec, setup.model, setup.peft
     groups, device, rank, world, roi = setup.groups, setup.device, setup.rank, setup.world, setup.roi
@@ -397,6 +410,7 @@ def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
                     f"(step {best['step']}) are kept; lower the learning rate", run.root)
             losses.append(logs["loss"])
             done += 1
+            tracker.log_metrics({"train_loss": float(logs["loss"])}, done)
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
             if done % val_every and done < max_steps:
@@ -425,6 +439,7 @@ def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
             history.append(record)
             log.info("step %d/%d %s", done, max_steps,
                      " ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("step", "epoch")))
+            tracker.log_metrics({k: v for k, v in record.items() if k not in ("step", "epoch")}, done)
             if board is not None:
                 for key, value in record.items():
                     if key != "step":

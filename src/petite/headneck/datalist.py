@@ -210,7 +210,7 @@ def read_mm_datalist(path: str | Path) -> dict[str, Any]:
         for entry in data[name]:
             for key in PATH_KEYS:
                 file = Path(entry[key]) if Path(entry[key]).is_absolute() else root / entry[key]
-                if not file.is_file():
+                if not file.is_file() and not file.is_dir():  # a folder: a DICOM series (data/dicom.py)
                     raise UserError(f"patient {entry['patient']!r} in {name!r}: {key} file not found: {file}", path)
                 entry[key] = str(file.resolve())
     data["root"] = str(root)

@@ -6,7 +6,9 @@ Two layouts are recognised:
   and ``labelsTr/<PatientID>.nii.gz`` (e.g. ``CHUM-001__CT.nii.gz``);
 * flat: ``<id>_ct.nii.gz``, ``<id>_pet.nii.gz``, ``<id>_label.nii.gz`` in one folder.
 
-``.nii`` works as well as ``.nii.gz``.  A NIfTI file in those folders whose
+``.nii`` works as well as ``.nii.gz``, and so does a folder holding one DICOM
+series named like the file without its suffix (``imagesTr/CHUM-001__CT/``,
+``<id>_pet/``; :mod:`petite.data.dicom`).  A NIfTI file in those folders whose
 name fits neither pattern is an error (nothing is silently dropped); other
 files are ignored.  The centre of a patient is its ID's prefix before the
 first ``-`` (``CHUM-001`` -> ``CHUM``), or, when a clinical CSV is given and
@@ -46,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from petite.data.dicom import is_dicom_folder
 from petite.data.nifti import load_volume, voxel_spacing
 from petite.data.resample import same_grid, world_overlap
 from petite.errors import UserError
@@ -62,7 +65,8 @@ from petite.headneck.datalist import (
 
 log = logging.getLogger(__name__)
 
-_NIFTI = r"\.nii(?:\.gz)?"
+# A DICOM series folder takes a NIfTI file's place under the same name without the suffix (CHUM-001__CT/).
+_NIFTI = r"(?:\.nii(?:\.gz)?)?"
 _HECKTOR_IMAGE = re.compile(rf"^(?P<id>.+)__(?P<mod>CT|PT){_NIFTI}$")
 _HECKTOR_LABEL = re.compile(rf"^(?P<id>.+?){_NIFTI}$")
 _FLAT = re.compile(rf"^(?P<id>.+)_(?P<mod>ct|pet|label){_NIFTI}$")
@@ -76,6 +80,9 @@ SOURCE = "petite.headneck.hecktor"
 
 
 def _is_nifti(path: Path) -> bool:
+    """A NIfTI file, or a folder holding a DICOM series (read alike by :func:`petite.data.nifti.load_volume`)."""
+    if path.is_dir():
+        return is_dicom_folder(path)
     return path.is_file() and (path.name.endswith(".nii") or path.name.endswith(".nii.gz"))
 
 

@@ -19,6 +19,7 @@ per line instead, stage by stage, for a cluster scheduler: every line of a
 stage can run at once (e.g. one Slurm array per stage, each array depending on
 the previous one).  A ``--job`` command runs that one job through the same
 skip/resume logic, so re-submitting a finished line is harmless.
+:mod:`petite.study.cluster` submits the jobs itself (Slurm through submitit) and tracks them.
 """
 
 from __future__ import annotations
@@ -107,7 +108,11 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _run_in_worker(job: Job, out: str) -> dict[str, Any]:
+def run_job_record(job: Job, out: str) -> dict[str, Any]:
+    """:func:`run_job` in a worker or a cluster job: its record, or ``{"key", "error"}`` with one line.
+
+    Every job runs through here, in a local worker or on a cluster (:mod:`petite.study.cluster`),
+    so both report a failure the same way and a bug in one run never stops the sweep."""
     try:
         return run_job(job, Path(out))
     except UserError as err:
@@ -181,7 +186,7 @@ def run_sweep(study: Study, out: str | Path, workers: int = 1, only: str | None 
                 skipped.add(job.key)
                 continue
             count += 1
-            report(_run_in_worker(job, str(out)), count)
+            report(run_job_record(job, str(out)), count)
     else:
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`/scancel stop the workers too
         try:
@@ -198,7 +203,7 @@ def run_sweep(study: Study, out: str | Path, workers: int = 1, only: str | None 
                         if job is None:
                             break
                         pending.remove(job)
-                        running[pool.submit(_run_in_worker, job, str(out))] = job
+                        running[pool.submit(run_job_record, job, str(out))] = job
                     if not running:
                         break
                     finished_now, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
@@ -235,4 +240,4 @@ def emit_jobs(study: Study, out: str | Path, stage: str | None = None, program: 
     return lines
 
 
-__all__ = ["emit_jobs", "job_done", "run_job", "run_sweep"]
+__all__ = ["emit_jobs", "job_done", "run_job", "run_job_record", "run_sweep"]
