@@ -142,3 +142,12 @@ def test_old_run_folders_with_summary_only_baselines(tmp_path, capsys):
     short = _cells(next(line for line in md.splitlines() if line.startswith("| Short scan |")))
     assert short[3] == f"{np.mean([v['psnr_masked'] for v in _values(28.0, 0, 0).values()]):.2f}"
     assert short[-4:-2] == ["-", "-"] or "-" in short[8:10]
+
+
+@pytest.mark.parametrize("doc", ["docs/RESULTS.md", "docs/results/report.md"])
+def test_committed_result_tables_render(doc):
+    text = (Path(__file__).resolve().parents[2] / doc).read_text()
+    tables = markdown_tables(text)
+    assert tables and "<u>" not in text
+    for table in tables:
+        assert_renders(table)
