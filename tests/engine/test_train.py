@@ -79,6 +79,11 @@ def test_no_ft_evaluates_the_pretrained_model(tmp_path: Path, datalist: Path) ->
     assert run_cli(["evaluate", "--model", pre, "--datalist", datalist, "--out", tmp_path / "eval"]).code == 0
     summary = json.loads((tmp_path / "eval" / "metrics.json").read_text())["summary"]
     assert summary["psnr"] == pytest.approx(final["test"]["psnr"], abs=1e-6)
+    # No-FT also scores "No-FT + calibration" (fitted on the training split), per subject like the baselines.
+    calibration = final["baselines"]["calibration"]
+    assert calibration["n"] == 2 and [r["subject"] for r in calibration["subjects"]] == [
+        r["subject"] for r in final["baselines"]["short"]["subjects"]]
+    assert calibration["psnr_masked"] == pytest.approx(np.mean([r["psnr_masked"] for r in calibration["subjects"]]))
 
 
 def test_predict_keeps_orientation_and_header(tmp_path: Path, datalist: Path) -> None:
@@ -266,6 +271,10 @@ def test_final_json_holds_baselines_and_the_quality_gate(tmp_path: Path, datalis
     final = train(_pretrain_cfg(datalist, tmp_path / "g", max_steps=2, patience=0), progress=False)
     base = final["baselines"]
     assert set(base) == {"short", "gaussian"} and base["gaussian"]["fitted_on"] == "pretrain_train"
+    # Per-subject values too (the report pairs them with the runs' test subjects).
+    for kind in ("short", "gaussian"):
+        assert len(base[kind]["subjects"]) == base[kind]["n"] == final["test"]["n"]
+        assert base[kind]["psnr_masked"] == pytest.approx(np.mean([r["psnr_masked"] for r in base[kind]["subjects"]]))
     # The fitted filter is at least as good as the raw short scan inside the head (it can be the identity).
     assert base["gaussian"]["psnr_masked"] >= base["short"]["psnr_masked"] - 1e-6
     gate = final["gate"]

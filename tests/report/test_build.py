@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import wilcoxon
 
 from petite.report.build import make_report
-from petite.report.tables import format_p
+from petite.report.stats import bootstrap_ci, holm
 from tests.cli_runner import run_cli
 from tests.report.run_folders import PNG, SUBJECTS, subject_values, write_run
 
@@ -59,11 +59,6 @@ def study(tmp_path: Path) -> tuple[Path, dict]:
     return root, truth
 
 
-def _stat(values: list[float], digits: int) -> str:
-    a = np.array(values)
-    return f"{a.mean():.{digits}f} ± {a.std():.{digits}f}"
-
-
 def _row(section: str, method: str) -> list[str]:
     line = next(line for line in section.splitlines() if line.startswith(f"| {method} |"))
     return [c.strip() for c in line.strip("|").split("|")]
@@ -75,8 +70,13 @@ def _section(md: str, title: str) -> str:
     return md[start:end if end > 0 else None]
 
 
-def _seed_means(truth: dict, method: str, seeds: tuple[int, ...]) -> np.ndarray:
-    return np.array([np.mean([truth[(method, s)][subj]["psnr"] for s in seeds]) for subj in SUBJECTS])
+def _seed_means(truth: dict, method: str, seeds: tuple[int, ...], metric: str = "psnr") -> np.ndarray:
+    return np.array([np.mean([truth[(method, s)][subj][metric] for s in seeds]) for subj in SUBJECTS])
+
+
+def _plain(cell: str) -> str:
+    """A metric cell without its best / tie marks."""
+    return cell.replace("**", "").removesuffix(" =")
 
 
 def test_report_tables_tests_and_figures(study, capsys):
@@ -93,55 +93,69 @@ def test_report_tables_tests_and_figures(study, capsys):
     assert "## Not finished" in md and "`main/VPT-s1`" in md
     assert results["pairs"] == ["1h->4h", "1h->5h"] and results["seeds"] == [0, 1]
 
-    # Method table of pair 1h->4h: exact mean ± std over (seed, subject), row order, marks.
+    # Method table of pair 1h->4h: means over subjects of seed-averaged values, row order, marks.
     table = _section(md, f"unetr: {PAIR}")
     order = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:]
     assert order == ["No-FT", "Full-FT", "LoRA", "SSF", "LoRA + SSF", "SSF + LoRA"]
     for method, family, bitfit, _, _, seeds, _, percent in METHODS:
         cells = _row(table, method)
         for col, metric, digits in ((3, "psnr", 2), (4, "ssim", 3), (5, "nrmse", 4)):
-            values = [truth[(method, s)][subj][metric] for s in seeds for subj in SUBJECTS]
-            assert cells[col].replace("**", "").replace("<u>", "").replace("</u>", "") == _stat(values, digits)
+            assert _plain(cells[col]) == f"{_seed_means(truth, method, seeds, metric).mean():.{digits}f}"
         assert cells[1] == ("-" if family in ("none", "full") else "✓" if bitfit else "✗")
-        assert cells[-1] == str(len(seeds))
+        assert cells[-1] == str(len(seeds)) and "±" not in "".join(cells)
     assert _row(table, "SSF")[2] == "0.05" and _row(table, "LoRA")[2] == "0.80" and _row(table, "No-FT")[2] == "0"
-    # Best PSNR is LoRA + SSF (bold), second Full-FT (underlined); NRMSE: lower is better, same ranking.
-    assert _row(table, "LoRA + SSF")[3].startswith("**") and _row(table, "Full-FT")[3].startswith("<u>")
-    assert _row(table, "LoRA + SSF")[5].startswith("**") and not _row(table, "No-FT")[5].startswith("**")
-
-    # Paired Wilcoxon tests: equal to scipy's on the hand-computed subject means.
+    # Seed and subject spreads of the ranking metric (whole-volume PSNR: these old runs have no masked metrics).
+    lora_seeds = [np.mean([truth[("LoRA", s)][x]["psnr"] for x in SUBJECTS]) for s in (0, 1)]
+    assert _row(table, "LoRA")[6] == f"{np.std(lora_seeds, ddof=1):.2f}"
+    assert _row(table, "LoRA")[7] == f"{np.std(_seed_means(truth, 'LoRA', (0, 1)), ddof=1):.2f}"
+    assert _row(table, "No-FT")[6] == "-" and _row(table, "SSF + LoRA")[6] == "-"  # trains nothing / one seed
+    # Best PSNR is LoRA + SSF, bold: its paired interval against the runner-up (Full-FT) excludes 0; no <u>.
+    assert _row(table, "LoRA + SSF")[3].startswith("**") and not _row(table, "Full-FT")[3].startswith("**")
+    assert _row(table, "LoRA + SSF")[5].startswith("**") and "<u>" not in md
+    # Paired differences with bootstrap intervals against Full-FT and No-FT.
     lora, full = _seed_means(truth, "LoRA", (0, 1)), _seed_means(truth, "Full-FT", (0, 1))
     noft = _seed_means(truth, "No-FT", (0,))  # No-FT trains nothing: pairs with every seed of the other side
+    lo, hi = bootstrap_ci(lora - full)
+    assert _row(table, "LoRA")[8] == f"{(lora - full).mean():+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    assert _row(table, "Full-FT")[8] == "-" and _row(table, "No-FT")[9] == "-"
+    # Wilcoxon p-values only for the default comparisons (every method vs Full-FT and vs No-FT), Holm-corrected.
+    jt = next(t for t in results["method_tables"] if t["pair"] == PAIR)
+    tests = {(t["row"], t["ref"]): t for t in jt["comparisons"]}
+    assert len(tests) == 9 and ("Full-FT", "No-FT") in tests and ("No-FT", "Full-FT") not in tests
     p_full, p_noft = wilcoxon(lora, full).pvalue, wilcoxon(lora, noft).pvalue
-    assert _row(table, "LoRA")[6] == format_p(p_full) and _row(table, "LoRA")[7] == format_p(p_noft)
-    assert _row(table, "Full-FT")[6] == "-" and _row(table, "No-FT")[7] == "-"
+    assert tests[("LoRA +BitFit", "Full-FT")]["p"] == pytest.approx(p_full)
+    assert tests[("LoRA +BitFit", "No-FT")]["p"] == pytest.approx(p_noft)
+    holm_p = holm([t["p"] for t in jt["comparisons"]])
+    assert [t["p_holm"] for t in jt["comparisons"]] == pytest.approx(holm_p)
+    # 3 subjects: no test can reach 0.05, and the table says so.
+    assert all(t["min_p"] == pytest.approx(0.25) and not t["significant"] for t in jt["comparisons"])
+    comparisons = md[md.index(f"#### unetr: {PAIR}, declared comparisons"):]
+    assert "| LoRA +BitFit vs Full-FT | 3 | 0, 1 |" in comparisons and "cannot reach p < 0.05" in comparisons
     # "SSF + LoRA" has seed 0 only: against Full-FT it pairs on the shared seed 0.
     mix2 = _seed_means(truth, "SSF + LoRA", (0,))
     full0 = _seed_means(truth, "Full-FT", (0,))
-    jt = next(t for t in results["method_tables"] if t["pair"] == PAIR)
+    assert tests[("SSF + LoRA +BitFit", "Full-FT")]["p"] == pytest.approx(wilcoxon(mix2, full0).pvalue)
+    assert tests[("SSF + LoRA +BitFit", "Full-FT")]["seeds"] == [0]
     jrows = {r["label"]: r for r in jt["rows"]}
-    assert jrows["SSF + LoRA +BitFit"]["p_vs_baseline"]["p"] == pytest.approx(wilcoxon(mix2, full0).pvalue)
-    assert jrows["SSF + LoRA +BitFit"]["p_vs_baseline"]["seeds"] == [0]
-    assert jrows["LoRA +BitFit"]["p_vs_no_ft"]["p"] == pytest.approx(p_noft)
     assert jrows["LoRA +BitFit"]["psnr"]["mean"] == pytest.approx(
         np.mean([truth[("LoRA", s)][x]["psnr"] for s in (0, 1) for x in SUBJECTS]), abs=1e-12)
     assert jrows["LoRA + SSF +BitFit"]["psnr"]["mark"] == "best"
 
-    # "All targets": Full-FT pools both pairs.
+    # "All targets": Full-FT pools both pairs, each (pair, subject) averaged over its seeds.
     all_table = _section(md, "unetr: all targets")
-    pooled = [truth[("Full-FT", s)][x]["psnr"] for s in (0, 1) for x in SUBJECTS]
+    pooled = list(_seed_means(truth, "Full-FT", (0, 1)))
     pooled += [truth[("Full-FT", 0, "1h->5h")][x]["psnr"] for x in SUBJECTS]
-    assert _row(all_table, "Full-FT")[3].replace("<u>", "").replace("</u>", "").replace("**", "") == _stat(pooled, 2)
+    assert _plain(_row(all_table, "Full-FT")[3]) == f"{np.mean(pooled):.2f}"
 
     # Mix-PEFT table: rows encoder, columns decoder; diagonal from the single method (†) where BitFit matches.
     mix = _section(md, "unetr: Mix-PEFT")
     lines = [line for line in mix.splitlines() if line.startswith("| ")]
     assert lines[0] == "| Encoder \\ Decoder | LoRA | SSF |"
-    lora_ssf = [truth[("LoRA + SSF", s)][x]["psnr"] for s in (0, 1) for x in SUBJECTS]
-    ssf_lora = [truth[("SSF + LoRA", 0)][x]["psnr"] for x in SUBJECTS]
-    lora_single = [truth[("LoRA", s)][x]["psnr"] for s in (0, 1) for x in SUBJECTS]
-    assert lines[1] == f"| **LoRA** | <u>{_stat(lora_single, 2)}</u> † | **{_stat(lora_ssf, 2)}** |"
-    assert lines[2] == f"| **SSF** | {_stat(ssf_lora, 2)} | - |"
+    lora_ssf = _seed_means(truth, "LoRA + SSF", (0, 1)).mean()
+    ssf_lora = _seed_means(truth, "SSF + LoRA", (0,)).mean()
+    lora_single = _seed_means(truth, "LoRA", (0, 1)).mean()
+    assert lines[1] == f"| **LoRA** | {lora_single:.2f} † | **{lora_ssf:.2f}** |"
+    assert lines[2] == f"| **SSF** | {ssf_lora:.2f} | - |"
     assert "| **LoRA** | 0.80 † | 0.60 |" in mix
 
     # Cost table: ratios to Full-FT.

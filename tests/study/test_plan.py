@@ -46,6 +46,9 @@ def test_plan_expands_groups_and_shares_pretraining(tmp_path: Path) -> None:
     ({"grids": [{"models": ["unetr:tiny"], "pairs": ["a->a"], "methods": ["sometimes"]}]}, "unknown method group"),
     ({"finetune": {"spec": "full"}}, "may not set spec"),
     ({"finetune": {"epochz": 3}}, "epochz"),
+    ({"report": {"comparisons": [["PETITE"]]}}, "report: comparisons must be a list of [row, reference] pairs"),
+    ({"report": {"post_hoc": "Full-FT lr 1e-4"}}, "report: post_hoc must be a list"),
+    ({"report": {"tests": []}}, "unknown report key(s): tests"),
 ])
 def test_bad_study_is_one_line_error(study_dir: Path, tmp_path: Path, change: dict, message: str,
                                      capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,3 +89,13 @@ def test_yaml_exponent_without_a_dot_is_a_learning_rate(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("finetune:\n  epochs: 1", "finetune:\n  epochs: 1\n  lr: 1e-4"))
     jobs = Study.load(path).jobs(tmp_path / "out")
     assert {j.config["lr"] for j in jobs if j.kind == "finetune"} == {1e-4}
+
+
+def test_report_section_declares_comparisons_and_post_hoc_rows(study_dir: Path) -> None:
+    from petite.study.plan import read_report_settings
+
+    path = write_study(study_dir / "r.yaml", report={"comparisons": [["LoRA", "Full-FT"], ["LoRA", "No-FT"]],
+                                                     "post_hoc": ["Full-FT lr 1e-4"]})
+    expected = {"comparisons": [("LoRA", "Full-FT"), ("LoRA", "No-FT")], "post_hoc": ["Full-FT lr 1e-4"]}
+    assert Study.load(path).report == expected and read_report_settings(path) == expected
+    assert Study.load(write_study(study_dir / "plain.yaml")).report == {"comparisons": None, "post_hoc": []}

@@ -52,7 +52,7 @@ from petite.device import resolve_device
 from petite.engine.config import AUTO, TrainConfig
 from petite.engine.distributed import barrier, process_group
 from petite.engine.efficiency import apply_memory_options, default_checkpoint, resolve_precision
-from petite.engine.evaluate import evaluate_split, iter_scans, summarize, write_results
+from petite.engine.evaluate import evaluate_split, iter_scans, model_predictor, summarize, write_results
 from petite.engine.infer import inference_roi, load_predictor, resolve_checkpoint
 from petite.engine.memory import peak_memory_mb, reset_peak_memory
 from petite.engine.optim import describe_groups, parameter_groups
@@ -471,7 +471,10 @@ def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
     rows = evaluate_split(model, datalist, test_split, roi, cfg.overlap, cfg.sw_batch_size, normalise=cfg.normalise,
                           progress=progress) if test_split else []
     test = write_results(run.root, rows, "test_metrics") if rows else {}
-    baselines = _baselines(datalist, cfg, test_split) if test_split else {}
+    # No-FT (a fine-tuning run that trains nothing) also gets "No-FT + calibration": its output recalibrated.
+    calibrate = model_predictor(model, roi, cfg.overlap, cfg.sw_batch_size) if (
+        not pretraining and not training) else None
+    baselines = _baselines(datalist, cfg, test_split, calibrate) if test_split else {}
     peak = peak_memory_mb(device)
     final = {
         "model": cfg.model, "preset": model.config.get("preset"), "spec": spec.to_string(),
@@ -504,20 +507,36 @@ def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
     return final
 
 
-def _baselines(datalist: dict[str, Any], cfg: TrainConfig, split: str) -> dict[str, Any]:
-    """The short scan and a Gaussian filter (fitted on the training split) on ``split``, summarised."""
-    from petite.baselines.predictors import filter_predictor, fit_gaussian
+def _baselines(datalist: dict[str, Any], cfg: TrainConfig, split: str,
+               calibrate: Any = None) -> dict[str, Any]:
+    """The short scan and a Gaussian filter (fitted on the training split) on ``split``: summary plus the
+    per-subject rows (``subjects``, for the report's paired comparisons).  With ``calibrate`` (the predictor of a
+    run that trains nothing, No-FT) also ``calibration``: that prediction with a linear calibration fitted on the
+    same training subjects (:mod:`petite.baselines.calibration`)."""
+    from petite.baselines.predictors import calibrated_predictor, filter_predictor, fit_calibration, fit_gaussian
     from petite.engine.evaluate import evaluate, input_predictor
 
     fit_split = cfg.train_split if datalist.get(cfg.train_split) else split
     fit_data = {**datalist, fit_split: datalist[fit_split][:BASELINE_FIT_SUBJECTS]}
-    gaussian = fit_gaussian(list(iter_scans(fit_data, fit_split, cfg.normalise)))
+    fit_scans = list(iter_scans(fit_data, fit_split, cfg.normalise))
+    gaussian = fit_gaussian(fit_scans)
     scans = list(iter_scans(datalist, split, cfg.normalise))
-    return {
-        "short": summarize(evaluate(scans, input_predictor)),
-        "gaussian": {**summarize(evaluate(scans, filter_predictor(gaussian))), "sigma": gaussian.sigma,
-                     "gain": gaussian.gain, "fitted_on": fit_split},
+
+    def scored(predict: Any) -> dict[str, Any]:
+        rows = evaluate(scans, predict)
+        return {**summarize(rows), "subjects": rows}
+
+    out = {
+        "short": scored(input_predictor),
+        "gaussian": {**scored(filter_predictor(gaussian)), "sigma": gaussian.sigma, "gain": gaussian.gain,
+                     "fitted_on": fit_split},
     }
+    if calibrate is not None:
+        calibration = fit_calibration(fit_scans, calibrate)
+        out["calibration"] = {**scored(calibrated_predictor(calibration, calibrate)), "gain": calibration.gain,
+                              "offset": calibration.offset, "background": calibration.background,
+                              "fitted_on": fit_split}
+    return out
 
 
 def _gate(test: dict[str, Any], gaussian: dict[str, Any], split: str) -> dict[str, Any]:

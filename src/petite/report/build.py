@@ -3,8 +3,10 @@
 :func:`make_report` puts the pieces together, one section per model:
 
 * :mod:`petite.report.collect` finds, labels and groups the run folders;
-* :mod:`petite.report.stats` holds the paired tests and the best-value ranking;
-* :mod:`petite.report.tables` renders the method, Mix-PEFT and cost tables;
+* :mod:`petite.report.stats` holds the statistics: seed-averaged subjects, seed and
+  subject spreads, paired bootstrap intervals, Holm-corrected tests of the
+  declared comparisons, best marked only where resolved;
+* :mod:`petite.report.tables` renders the method, comparison, Mix-PEFT and cost tables;
 * :mod:`petite.report.run_figures` draws PSNR vs % parameters and picks the
   runs of the error-map figure (:mod:`petite.report.error_maps`).
 
@@ -13,6 +15,11 @@ folder beside the destination and renamed into place
 (:func:`petite.atomic.staged_folder`); an existing destination is replaced only
 if it is an earlier report (``results.json`` of format ``petite-report/1``) and
 ``overwrite`` is set.
+
+The comparisons that get p-values, and the rows added after seeing results
+(``post_hoc``), come from a study file's ``report`` section
+(:func:`petite.study.plan.report_settings`): ``study`` if given, else
+``RUNS_DIR/study.yaml`` when present (``petite sweep`` copies the study there).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from petite.report.collect import (
 )
 from petite.report.run_figures import error_maps_for_model, figure_slug, params_figure
 from petite.report.tables import cost_table, method_table, mix_tables
+from petite.study.plan import read_report_settings
 from petite.version import __version__
 
 FORMAT = "petite-report/1"
@@ -62,18 +70,23 @@ def check_destination(out: Path, overwrite: bool) -> None:
 
 
 def make_report(runs_dir: str | Path, out: str | Path | None = None, *, baseline: str = "Full-FT",
-                figures: bool = True, overwrite: bool = False,
+                figures: bool = True, overwrite: bool = False, study: str | Path | None = None,
                 echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Collect the runs under ``runs_dir`` and write the report folder ``out`` (default ``runs_dir/report``).
 
     Writes ``report.md``, ``results.json`` and the PNGs atomically (staging
     folder, then rename).  ``figures=False`` skips the error-map figures (which
     recompute predictions from the saved weights); the PSNR-vs-parameters plot
-    is always drawn.  Returns the content of ``results.json``.
+    is always drawn.  ``study``: the study file whose ``report`` section declares the comparisons (default
+    ``RUNS_DIR/study.yaml`` when present).  Returns the content of ``results.json``.
     """
     runs_dir = Path(runs_dir)
     out = Path(out) if out is not None else runs_dir / "report"
     check_destination(out, overwrite)
+    study_path = Path(study) if study is not None else runs_dir / "study.yaml"
+    if study is not None and not study_path.is_file():
+        raise UserError("study file not found", study_path)
+    settings = read_report_settings(study_path) if study_path.is_file() else {"comparisons": None, "post_hoc": []}
     collection = collect_runs(runs_dir)
     say = echo or (lambda line: None)
     runs = collection.runs
@@ -81,7 +94,8 @@ def make_report(runs_dir: str | Path, out: str | Path | None = None, *, baseline
     notes: list[str] = []
     results: dict[str, Any] = {
         "format": FORMAT, "petite_version": __version__, "runs_dir": str(runs_dir.resolve()),
-        "baseline": baseline,
+        "baseline": baseline, "study": str(study_path) if study_path.is_file() else None,
+        "comparisons_declared": settings["comparisons"], "post_hoc": settings["post_hoc"],
         "counts": {"run_folders": len(runs) + len(collection.pretrain) + len(collection.unfinished)
                    + len(collection.skipped), "reported": len(runs), "pretrain": len(collection.pretrain),
                    "unfinished": len(collection.unfinished), "skipped": len(collection.skipped)},
@@ -93,7 +107,7 @@ def make_report(runs_dir: str | Path, out: str | Path | None = None, *, baseline
     # check_destination has refused everything but an absent or empty folder, or an earlier report to overwrite.
     with staged_folder(out, overwrite) as staging:
         sections = [_model_section([r for r in runs if r.model_key == model], model, baseline, figures, staging,
-                                   results, say) for model in models]
+                                   results, say, settings) for model in models]
         text = _header(collection, results) + "\n" + "\n".join(sections) + _footer(collection, notes)
         content = to_jsonable(results)
         write_text(staging / "report.md", text)
@@ -103,7 +117,7 @@ def make_report(runs_dir: str | Path, out: str | Path | None = None, *, baseline
 
 
 def _model_section(model_runs: list[RunRecord], model: str, baseline: str, figures: bool, folder: Path,
-                   results: dict[str, Any], say: Callable[[str], None]) -> str:
+                   results: dict[str, Any], say: Callable[[str], None], settings: dict[str, Any]) -> str:
     """The markdown section of one model; its tables, figures and notes are added to ``results``."""
     notes: list[str] = results["notes"]
     pairs = sorted({r.pair for r in model_runs})
@@ -113,11 +127,13 @@ def _model_section(model_runs: list[RunRecord], model: str, baseline: str, figur
     if pooled:
         scopes.append((ALL_PAIRS, pooled))
     for pair, scope_runs in scopes:
-        table = method_table(scope_runs, model, pair, baseline)
+        table = method_table(scope_runs, model, pair, baseline, settings["comparisons"], settings["post_hoc"])
         if not table["baseline_found"]:
-            notes.append(f"{model}, {pair}: no '{baseline}' runs, so no p-values against it")
-        results["method_tables"].append({k: v for k, v in table.items() if k != "markdown"})
-        parts += [f"### {model}: {pair}", "", table["markdown"], "", table["caption"], ""]
+            notes.append(f"{model}, {pair}: no '{baseline}' runs, so no differences against it")
+        results["method_tables"].append({k: v for k, v in table.items() if not k.endswith("markdown")})
+        parts += [f"### {model}: {pair}", "", table["markdown"], "", table["caption"], "",
+                  f"#### {model}: {pair}, declared comparisons", "", table["comparisons_markdown"], "",
+                  table["comparisons_caption"], ""]
     for mix in mix_tables(model_runs, model):
         results["mix_tables"].append({k: v for k, v in mix.items() if not k.startswith("markdown")})
         parts += [f"### {model}: Mix-PEFT {'+ BitFit' if mix['bitfit'] else 'without BitFit'} (PSNR, dB)", "",
@@ -183,7 +199,11 @@ def _header(collection: Collection, results: dict[str, Any]) -> str:
              f"- pairs (source->target): {', '.join(results['pairs'])}",
              f"- seeds: {', '.join(map(str, results['seeds']))}",
              f"- test subjects per run: {', '.join(map(str, subjects))}",
-             f"- paired tests against: {results['baseline']} and {NO_FT}"]
+             "- statistics: per-subject values averaged over seeds; paired differences against "
+             f"{results['baseline']} and {NO_FT} with 95 % bootstrap intervals; Wilcoxon p-values, Holm-corrected, "
+             "only for the "
+             + ("comparisons declared in the study's `report: comparisons`" if results["comparisons_declared"]
+                is not None else f"default comparisons (every method against {results['baseline']} and {NO_FT})")]
     if studies:
         lines.append(f"- studies: {', '.join(studies)}")
     unlabelled = sum(not r.labelled for r in runs)

@@ -23,6 +23,7 @@ Rows
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,11 @@ from petite.engine.run_folder import stored_path
 from petite.errors import UserError
 
 METRICS = ("psnr", "ssim", "nrmse")
-FAMILY_ORDER = ("none", "full", "single", "preset", "mix", "run")
+#: Inside the head mask (``petite.metrics``): read when every subject has them; they rank methods.
+MASKED_METRICS = ("psnr_masked", "ssim_masked", "nrmse_masked")
+FAMILY_ORDER = ("baseline", "none", "full", "single", "preset", "mix", "run")
+#: The classical baselines of ``final.json``'s ``baselines`` (key -> row label), in table order.
+BASELINES = {"short": "Short scan", "gaussian": "Gaussian filter (fitted)", "calibration": "No-FT + calibration"}
 SINGLE_ORDER = ("LN", "BitFit", "LoRA", "DoRA", "Adapter", "SSF", "VPT")
 MIX_ORDER = ("LoRA", "DoRA", "Adapter", "VPT", "SSF", "LN", "BitFit")
 DISPLAY = {"layernorm": "LN", "ln": "LN", "bitfit": "BitFit", "lora": "LoRA", "dora": "DoRA", "adapter": "Adapter",
@@ -78,7 +83,7 @@ class RunRecord:
     @property
     def trains_nothing(self) -> bool:
         """True when the run did not train (its prediction does not depend on the seed)."""
-        return self.family == "none" or not self.final.get("epochs")
+        return self.family in ("none", "baseline") or not (self.final.get("steps") or self.final.get("epochs"))
 
     def run_mean(self, metric: str) -> float:
         """Mean of ``metric`` over this run's test subjects."""
@@ -179,9 +184,13 @@ def _read_subjects(path: Path) -> dict[str, dict[str, float]]:
         if not isinstance(row, dict) or "subject" not in row:
             raise UserError("every entry of 'subjects' needs a 'subject'", path)
         try:
-            out[str(row["subject"])] = {m: float(row[m]) for m in METRICS}
+            values = {m: float(row[m]) for m in METRICS}
         except (KeyError, TypeError, ValueError):
             raise UserError(f"subject {row['subject']!r} lacks a numeric psnr, ssim or nrmse", path) from None
+        for m in MASKED_METRICS:
+            if isinstance(row.get(m), (int, float)):
+                values[m] = float(row[m])
+        out[str(row["subject"])] = values
     return out
 
 
@@ -256,6 +265,7 @@ class Row:
     encoder: str | None
     decoder: str | None
     runs: list[RunRecord]
+    summary: dict[str, float] | None = None  # a baseline known only by its means (no per-subject values)
 
     @property
     def label(self) -> str:
@@ -275,8 +285,8 @@ class Row:
 
     @property
     def percent(self) -> float:
-        """Mean % of trainable parameters over the row's runs."""
-        return float(np.mean([r.percent for r in self.runs]))
+        """Mean % of trainable parameters over the row's runs (0 for a row without runs)."""
+        return float(np.mean([r.percent for r in self.runs])) if self.runs else 0.0
 
     @property
     def seeds(self) -> list[int]:
@@ -285,8 +295,29 @@ class Row:
 
     @property
     def trains_nothing(self) -> bool:
-        """True when no run of the row trained (No-FT)."""
+        """True when no run of the row trained (No-FT, the baselines)."""
         return all(r.trains_nothing for r in self.runs)
+
+    def has(self, metric: str) -> bool:
+        """True when every subject of every run has ``metric`` (the masked metrics are missing in old runs)."""
+        return bool(self.runs) and all(run.subjects and all(metric in m for m in run.subjects.values())
+                                       for run in self.runs)
+
+    @property
+    def converged(self) -> tuple[int, int] | None:
+        """(runs that stopped on patience, runs that say either way), ``None`` when no run says or none trained."""
+        said = [r.final["converged"] for r in self.runs if isinstance(r.final.get("converged"), bool)]
+        if not said or self.trains_nothing:
+            return None
+        return sum(said), len(said)
+
+    @property
+    def lr_chosen(self) -> list[float]:
+        """The learning-rate multipliers ``lr: auto`` chose (``final.json: lr_search``), sorted; [] without it."""
+        chosen = {float(r.final["lr_search"]["chosen"]) for r in self.runs
+                  if isinstance(r.final.get("lr_search"), dict)
+                  and isinstance(r.final["lr_search"].get("chosen"), (int, float))}
+        return sorted(chosen)
 
     def sort_key(self) -> tuple[Any, ...]:
         """Table order: family, then the paper's method order, then BitFit off before on."""
@@ -299,6 +330,61 @@ class Row:
         else:
             inner = (0, self.method)
         return (fam, *inner, bool(self.bitfit))
+
+
+def baseline_rows(runs: Sequence[RunRecord]) -> list[Row]:
+    """The classical baselines of ``runs``' ``final.json`` (:data:`BASELINES`) as rows, on the same test subjects.
+
+    Each pair's baseline is read from the first run (by path) that has it; it does not depend on the seed.  A
+    baseline with per-subject values (``subjects``) becomes a row like any other; one with only its summary
+    (runs made before per-subject baselines were saved) becomes a row without runs whose ``summary`` holds the
+    means (weighted by subjects over pairs).  Baselines are absent from runs made before they existed.
+    """
+    rows: list[Row] = []
+    for kind, label in BASELINES.items():
+        records: list[RunRecord] = []
+        summaries: list[dict[str, Any]] = []
+        for pair in sorted({r.pair for r in runs}):
+            entry = next((r.final["baselines"][kind] for r in sorted(runs, key=lambda r: r.rel)
+                          if r.pair == pair and isinstance(r.final.get("baselines"), dict)
+                          and isinstance(r.final["baselines"].get(kind), dict)), None)
+            if entry is None:
+                continue
+            source = next(r for r in sorted(runs, key=lambda r: r.rel) if r.pair == pair)
+            subjects = _baseline_subjects(entry.get("subjects"))
+            if subjects:
+                records.append(dataclasses.replace(
+                    source, rel=f"{source.rel}#baselines.{kind}", method=label, family="baseline", bitfit=None,
+                    encoder=None, decoder=None, seed=0, percent=0.0, final={"steps": 0, "baseline": kind},
+                    subjects=subjects))
+            else:
+                summaries.append(entry)
+        if records:
+            rows.append(Row(label, "baseline", None, None, None, records))
+        elif summaries:
+            n = np.array([float(e.get("n") or 1) for e in summaries])
+            summary = {}
+            for metric in (*METRICS, *MASKED_METRICS):
+                values = [e.get(metric) for e in summaries]
+                if all(isinstance(v, (int, float)) for v in values):
+                    summary[metric] = float(np.sum(n * np.array(values, dtype=np.float64)) / n.sum())
+            rows.append(Row(label, "baseline", None, None, None, [], summary=summary))
+    return rows
+
+
+def _baseline_subjects(rows: Any) -> dict[str, dict[str, float]]:
+    """Per-subject baseline values (``{"subject", metric: value}`` rows); {} when absent or not numeric."""
+    if not isinstance(rows, list):
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if not isinstance(row, dict) or "subject" not in row:
+            return {}
+        values = {m: float(row[m]) for m in (*METRICS, *MASKED_METRICS) if isinstance(row.get(m), (int, float))}
+        if not all(m in values for m in METRICS):
+            return {}
+        out[str(row["subject"])] = values
+    return out
 
 
 def method_order(order: Sequence[str], name: str | None) -> tuple[int, str]:
@@ -350,5 +436,6 @@ def pooled_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
     return [run for run in runs if run.pair in best and (run.method, run.bitfit) in keep]
 
 
-__all__ = ["ALL_PAIRS", "METRICS", "NO_FT", "Collection", "Row", "RunRecord", "collect_runs", "find_row",
+__all__ = ["ALL_PAIRS", "BASELINES", "MASKED_METRICS", "METRICS", "NO_FT", "Collection", "Row", "RunRecord",
+           "baseline_rows", "collect_runs", "find_row",
            "find_run_folders", "group_rows", "method_order", "no_ft_row", "pooled_runs"]

@@ -46,6 +46,11 @@ Example (the committed CPU study is ``examples/study/cpu-study.yaml``)::
         pairs: [1h->4h]
         methods: [{label: Full-FT lr 1e-4, spec: full}]
         finetune: {lr: 1.0e-4}
+    report:                          # optional; read by `petite report` (the sweep copies this file to OUT)
+      comparisons:                   # the only comparisons tested (Holm-corrected per table), by row label;
+        - [PETITE, Full-FT]          #   default: every method against Full-FT and against No-FT
+        - [PETITE, No-FT]
+      post_hoc: [Full-FT lr 1e-4]    # rows added after seeing results: shown, never marked best
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ METHOD_LABELS = {"layernorm": "LN", "bitfit": "BitFit", "lora": "LoRA", "dora": 
 SINGLE_METHODS = ("layernorm", "bitfit", "lora", "dora", "adapter", "ssf", "vpt")
 PETITE_PRESETS = {"unetr": "petite-unetr", "cvtgan": "petite-cvtgan"}
 METHOD_GROUPS = ("no-ft", "full-ft", "singles", "singles+bitfit", "petite", "mix")
-_STUDY_KEYS = {"name", "data", "train", "pretrain", "finetune", "grids"}
+_STUDY_KEYS = {"name", "data", "train", "pretrain", "finetune", "grids", "report"}
+_REPORT_KEYS = {"comparisons", "post_hoc"}
 _GRID_KEYS = {"name", "models", "pairs", "methods", "seeds", "finetune"}
 # Keys a study may not set in train/pretrain/finetune: the sweep decides them per run.
 _RESERVED = {"datalist", "out", "init", "spec", "model", "preset", "seed", "extra", "train_split", "val_split"}
@@ -128,6 +134,7 @@ class Study:
     pretrain: dict[str, Any]
     finetune: dict[str, Any]
     grids: list[dict[str, Any]]
+    report: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> Study:
@@ -149,7 +156,8 @@ class Study:
         data = doc.get("data")
         if not isinstance(data, dict):
             raise UserError("'data' must be a mapping (subjects to simulate, or datalists)", path)
-        study = cls(path, name, data, settings["train"], settings["pretrain"], settings["finetune"], grids)
+        report = report_settings(doc.get("report"), path)
+        study = cls(path, name, data, settings["train"], settings["pretrain"], settings["finetune"], grids, report)
         study.jobs()  # validates the grids and the data they need
         return study
 
@@ -310,6 +318,40 @@ class Study:
         return _validated_job(Job(key, "finetune", needs, config, labels), self.path)
 
 
+def report_settings(section: Any, path: Path) -> dict[str, Any]:
+    """A study's ``report`` section, checked: ``{"comparisons": [(row, reference), ...] | None, "post_hoc": [...]}``.
+
+    ``comparisons`` None means the report's default set (every method against Full-FT and against No-FT).
+    """
+    if section is None:
+        return {"comparisons": None, "post_hoc": []}
+    if not isinstance(section, dict):
+        raise UserError("'report' must be a mapping (comparisons, post_hoc)", path)
+    unknown = sorted(set(section) - _REPORT_KEYS)
+    if unknown:
+        raise UserError(f"unknown report key(s): {', '.join(unknown)} (known: {', '.join(sorted(_REPORT_KEYS))})",
+                        path)
+    comparisons = section.get("comparisons")
+    if comparisons is not None:
+        if not isinstance(comparisons, list) or not all(
+                isinstance(c, list) and len(c) == 2 and all(isinstance(x, str) and x for x in c) for c in comparisons):
+            raise UserError("report: comparisons must be a list of [row, reference] pairs of method labels", path)
+        comparisons = [(a, b) for a, b in comparisons]
+    post_hoc = section.get("post_hoc") or []
+    if not isinstance(post_hoc, list) or not all(isinstance(x, str) and x for x in post_hoc):
+        raise UserError("report: post_hoc must be a list of method labels", path)
+    return {"comparisons": comparisons, "post_hoc": list(post_hoc)}
+
+
+def read_report_settings(path: str | Path) -> dict[str, Any]:
+    """The ``report`` section of the study file ``path`` alone (the rest is not re-validated: a sweep's copy)."""
+    path = Path(path)
+    doc = read_yaml(path, "study file")
+    if not isinstance(doc, dict):
+        raise UserError("a study must be a mapping with name, data, grids", path)
+    return report_settings(doc.get("report"), path)
+
+
 def _mix_methods(model_name: str) -> list[Method]:
     """The feasible Mix-PEFT combinations of a model (built at the tiny preset: feasibility is structural)."""
     from petite.models.registry import build_model
@@ -421,4 +463,4 @@ def _safe(name: str, path: Path) -> str:
     return name
 
 
-__all__ = ["METHOD_GROUPS", "Job", "Method", "Study"]
+__all__ = ["METHOD_GROUPS", "Job", "Method", "Study", "read_report_settings", "report_settings"]
