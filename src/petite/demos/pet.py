@@ -171,13 +171,14 @@ def _row(method: str, subjects: list[dict[str, Any]], final: dict[str, Any] | No
 def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int = 10_000,
                       seed: int = 0) -> tuple[float, float, float]:
     """Mean of ``a - b`` over the subjects both have, with its 95 % bootstrap interval (resampling subjects)."""
+    from petite.report.stats import bootstrap_ci
+
     keys = sorted(set(a) & set(b))
     diff = np.array([a[k] - b[k] for k in keys], dtype=np.float64)
-    if diff.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
-    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    interval = bootstrap_ci(diff, n_boot=resamples, seed=seed)
+    if interval is None:  # fewer than two subjects: no interval
+        return float(diff.mean()) if diff.size else float("nan"), float("nan"), float("nan")
+    return float(diff.mean()), *interval
 
 
 def _versus(rows: dict[str, dict[str, Any]], name: str, other: str) -> tuple[str, bool]:
