@@ -6,15 +6,30 @@ Pixel values are stored as int16 with a Rescale Slope and Intercept: the volume 
 
 from __future__ import annotations
 
+import locale
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def write_series(folder: Path, data: np.ndarray, affine: np.ndarray, *, slope: float = 1.0, intercept: float = 0.0,
+def write_series(folder: Path, *args: Any, **kwargs: Any) -> list[Path]:
+    """Write ``data`` ((X, Y, Z), or (X, Y, Z, T) with ``frame_times``) as one series in ``folder``.
+
+    GDCM's writer sets the process's locale to "C", after which Python reads and writes text as
+    ASCII; the locale is restored so later tests see the one the process started with.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_series(folder, *args, **kwargs)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_series(folder: Path, data: np.ndarray, affine: np.ndarray, *, slope: float = 1.0, intercept: float = 0.0,
                  series_uid: str = "1.2.826.0.1.3680043.2.1125.1", frame_times: Sequence[float] | None = None,
                  skip_slices: Sequence[int] = (), first_instance: int = 1) -> list[Path]:
     """Write ``data`` ((X, Y, Z), or (X, Y, Z, T) with ``frame_times``) as one series in ``folder``.

@@ -171,3 +171,4 @@ def test_prepare_from_dicom_series_and_the_datasets_read_them(tmp_path, capsys) 
     bad = tmp_path / "bad.json"
     code, _, err = run_cli(["prepare", "--frames-dir", folder, "--out", bad, "--split-sizes", "1,1,1,1,1"], capsys)
     assert code == 2 and not bad.exists() and "expected 6 frames, got 2" in err
+
