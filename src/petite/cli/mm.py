@@ -195,7 +195,8 @@ def late(ct_model: str, pet_model: str, weight: float, out: str, overwrite: bool
 @_quiet
 def evaluate(model: str, pet_model: str | None, late_weight: float, datalist: str, split: str, mode: str | None,
              out: str | None, overlap: float, device: str, quiet: bool) -> None:
-    """Dice and HD95 (mm) per class (GTVp, GTVn) and case, whole volumes by sliding windows."""
+    """Dice and HD95 (mm) per class (GTVp, GTVn) and case, whole volumes by sliding windows; HECKTOR summary
+    (DSCagg, absent-class false positives / true negatives, HD95 coverage, 95 % bootstrap intervals)."""
     from pathlib import Path
 
     from petite.pemma.pipeline import evaluate as run
@@ -203,7 +204,7 @@ def evaluate(model: str, pet_model: str | None, late_weight: float, datalist: st
     folder = Path(out) if out is not None else Path(model) / ("eval_late" if pet_model else "eval")
     report = run(model, datalist, split, mode=mode, out=folder, pet_run=pet_model, late_weight=late_weight,
                  overlap=overlap, device=device, progress=not quiet)
-    _echo_json({k: report[k] for k in ("kind", "split", "mode", "n", "mean")} |
+    _echo_json({k: report[k] for k in ("kind", "split", "mode", "n", "mean", "hecktor")} |
                {"files": [str(folder / f"{split}_{report['mode']}.{e}") for e in ("csv", "json")]})
 
 

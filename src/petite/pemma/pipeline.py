@@ -340,7 +340,8 @@ def late(ct_run: str | Path, pet_run: str | Path, out: str | Path, *, weight: fl
 # ----------------------------------------------------------------------------- evaluation
 
 
-CASE_COLUMNS = ("patient", "centre", "dice_1", "dice_2", "dice_mean", "hd95_1", "hd95_2", "hd95_mean", "hd95_unit")
+CASE_COLUMNS = ("patient", "centre", "dice_1", "dice_2", "dice_mean", "hd95_1", "hd95_2", "hd95_mean", "hd95_unit",
+                "inter_1", "pred_1", "gt_1", "inter_2", "pred_2", "gt_2")
 
 
 def _cell(value: Any) -> str:
@@ -368,8 +369,10 @@ def evaluate(
 
     ``mode`` defaults to the run's own (ct / pet / ctpet); ``pet_run`` makes late
     fusion of ``run`` (a CT-only run) with it.  With ``out``, writes
-    ``out/<split>_<mode>.csv`` (one row per case) and ``out/<split>_<mode>.json``
-    (cases, means and what was evaluated).  Returns that JSON's content.
+    ``out/<split>_<mode>.csv`` (one row per case, voxel counts included) and
+    ``out/<split>_<mode>.json`` (cases, means, the HECKTOR summary of
+    :func:`petite.pemma.aggregate.aggregate` under ``hecktor``, and what was
+    evaluated).  Returns that JSON's content.
     """
     if isinstance(run, tuple):
         model, info = run
@@ -399,7 +402,7 @@ def evaluate(
         "run": info.get("path"), "kind": info["kind"], "datalist": path, "split": split, "mode": mode,
         "classes": {str(k): v for k, v in LABELS.items() if k}, "roi": result["roi"], "overlap": overlap,
         "n": len(cases), "seconds": round(time.perf_counter() - started, 2), "cpu_time_s": _cpu(cpu_start),
-        "mean": result["mean"], "cases": result["cases"],
+        "mean": result["mean"], "hecktor": result["hecktor"], "cases": result["cases"],
     }
     if "members" in info:
         report["members"] = info["members"]

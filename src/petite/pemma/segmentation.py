@@ -37,6 +37,8 @@ from petite.models import build_model
 MODES: tuple[str, ...] = ("ctpet", "ct", "pet")
 #: Output classes: background, primary tumour (GTVp), lymph nodes (GTVn).
 NUM_CLASSES = 3
+#: Foreground classes scored: 1 primary tumour (GTVp), 2 nodes (GTVn).
+CLASSES: tuple[int, ...] = (1, 2)
 #: Architectures :func:`build_segmenter` knows.
 ARCHS: tuple[str, ...] = ("unetr", "swin_unetr")
 
