@@ -112,7 +112,9 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
               help="ct: CT-only (PEMMA's starting point); pet: PET-only; ctpet: early fusion (2 channels).")
 @click.option("--arch", type=click.Choice(["unetr", "swin_unetr"]), default="unetr", show_default=True)
 @click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="small", show_default=True)
-@click.option("--crop", default="32,32,32", show_default=True, help="Training crop = UNETR input size = inference window.")
+@click.option("--crop", default="32,32,32", show_default=True,
+              help="Training crop = inference window (= UNETR's input size). Swin UNETR: one side above 32, "
+                   "e.g. 64,64,64.")
 @click.option("--pet-norm", type=click.Choice(["zscore", "suv"]), default="zscore", show_default=True)
 def pretrain(datalist: str, centre: str, out: str, steps: int | None, batch_size: int, lr: float | None, seed: int,
              val: bool, device: str, overwrite: bool, quiet: bool, inputs: str, arch: str, preset: str, crop: str,
@@ -137,17 +139,20 @@ def pretrain(datalist: str, centre: str, out: str, steps: int | None, batch_size
 @click.option("--r", "rank", type=click.IntRange(min=1), help="With --init: rank (default 8).")
 @click.option("--alpha", type=float, help="With --init: scale numerator (default 16).")
 @click.option("--mode-probs", help="With --init: per-batch input modes, default ctpet=0.6,ct=0.2,pet=0.2.")
+@click.option("--crop", help="Training crop = inference window X,Y,Z (default: the run's; Swin UNETR can change it, "
+                             "UNETR cannot).")
 def adapt(datalist: str, centre: str, out: str, steps: int | None, batch_size: int, lr: float | None, seed: int,
           val: bool, device: str, overwrite: bool, quiet: bool, init: str | None, continue_from: str | None,
           modality: str | None, method: str | None, rank: int | None, alpha: float | None,
-          mode_probs: str | None) -> None:
+          mode_probs: str | None, crop: str | None) -> None:
     """PEMMA: upgrade a CT-only run to CT+PET (LoRA/DoRA + PET embedding, skip, adapters, fusion; default
     300 steps, lr 2e-3), or with --continue-from adapt a PEMMA run to a new centre with one modality
     (default 200 steps)."""
     from petite.pemma import pipeline
 
     common = dict(batch_size=batch_size, seed=seed, device=device, val=val, overwrite=overwrite,
-                  progress=not quiet, **_drop_none({"steps": steps, "lr": lr}))
+                  progress=not quiet, crop=parse_size(crop, "--crop") if crop is not None else None,
+                  **_drop_none({"steps": steps, "lr": lr}))
     if (init is None) == (continue_from is None):
         raise UserError("give exactly one of --init (a CT-only run to upgrade) and --continue-from (a PEMMA run)")
     if init is not None:
@@ -191,10 +196,11 @@ def late(ct_model: str, pet_model: str, weight: float, out: str, overwrite: bool
               help="Folder for <split>_<mode>.csv/.json (default: RUN/eval; with --pet-model RUN/eval_late).")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Sliding-window overlap.")
+@click.option("--roi", help="Sliding window X,Y,Z (default: the run's crop; Swin UNETR can change it, UNETR cannot).")
 @_device
 @_quiet
 def evaluate(model: str, pet_model: str | None, late_weight: float, datalist: str, split: str, mode: str | None,
-             out: str | None, overlap: float, device: str, quiet: bool) -> None:
+             out: str | None, overlap: float, roi: str | None, device: str, quiet: bool) -> None:
     """Dice and HD95 (mm) per class (GTVp, GTVn) and case, whole volumes by sliding windows; HECKTOR summary
     (DSCagg, absent-class false positives / true negatives, HD95 coverage, 95 % bootstrap intervals)."""
     from pathlib import Path
@@ -203,7 +209,8 @@ def evaluate(model: str, pet_model: str | None, late_weight: float, datalist: st
 
     folder = Path(out) if out is not None else Path(model) / ("eval_late" if pet_model else "eval")
     report = run(model, datalist, split, mode=mode, out=folder, pet_run=pet_model, late_weight=late_weight,
-                 overlap=overlap, device=device, progress=not quiet)
+                 roi=parse_size(roi, "--roi") if roi is not None else None, overlap=overlap, device=device,
+                 progress=not quiet)
     _echo_json({k: report[k] for k in ("kind", "split", "mode", "n", "mean", "hecktor")} |
                {"files": [str(folder / f"{split}_{report['mode']}.{e}") for e in ("csv", "json")]})
 

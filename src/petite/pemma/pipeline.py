@@ -47,7 +47,7 @@ from petite.headneck.datalist import (
 from petite.pemma import runs
 from petite.pemma.baselines import LateFusion, build_baseline
 from petite.pemma.evaluate import evaluate_segmenter
-from petite.pemma.segmentation import check_mode
+from petite.pemma.segmentation import check_mode, resolve_window
 from petite.pemma.train import resolve_mode_probs, train_segmenter
 from petite.pemma.upgrade import MODALITY_PARTS, PEMMA, set_trainable, summary
 
@@ -204,6 +204,7 @@ def pretrain(
     split, entries = centre_split(data, centre, "train")
     torch.manual_seed(seed)
     model = build_baseline(kind, arch, preset, img_size=size)
+    resolve_window(model, size, "crop")  # a crop Swin cannot take fails here, in one line, before any loading
     cases = load_cases(data, split, entries, pet_norm, cache)
     cpu_start = time.process_time()
     result = train_segmenter(model, cases, inputs=inputs, steps=steps, crop=size, batch_size=batch_size, lr=lr,
@@ -233,13 +234,18 @@ def adapt(
     lr: float = 2e-3,
     seed: int = 0,
     mode_probs: str | Mapping[str, float] | None = None,
+    crop: int | Sequence[int] | None = None,
     device: str | None = "auto",
     val: bool = True,
     overwrite: bool = False,
     progress: bool = False,
     cache: CaseCache | None = None,
 ) -> dict[str, Any]:
-    """PEMMA-upgrade the CT-only run ``init`` with CT+PET of ``centre`` (modality dropout); write run ``out``."""
+    """PEMMA-upgrade the CT-only run ``init`` with CT+PET of ``centre`` (modality dropout); write run ``out``.
+
+    ``crop``: training crop and inference window (default: the CT run's).  Swin
+    UNETR takes any crop with one side above 32 voxels; UNETR only its own.
+    """
     base_config = runs.require_kind(init, ("ct",), "--init (the model to upgrade)")
     probs = parse_mode_probs(mode_probs)
     check_output_folder(out, overwrite)
@@ -248,13 +254,13 @@ def adapt(
     ct_model, _ = runs.load_run(init)
     torch.manual_seed(seed)
     model = PEMMA(ct_model, method=method, r=r, alpha=alpha, fingerprint=False)
+    crop = list(resolve_window(model, base_config["crop"] if crop is None else parse_crop(crop), "crop"))
     probs = resolve_mode_probs(model, "ctpet", probs)
     pet_norm = base_config.get("pet_norm", "zscore")
     cases = load_cases(data, split, entries, pet_norm, cache)
     cpu_start = time.process_time()
-    result = train_segmenter(model, cases, inputs="ctpet", steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                             mode_probs=probs, progress=progress, device=device)
-    crop = list(base_config["crop"])
+    result = train_segmenter(model, cases, inputs="ctpet", steps=steps, crop=crop, batch_size=batch_size, lr=lr,
+                             seed=seed, mode_probs=probs, progress=progress, device=device)
     config = {"datalist": path, "centre": centre, "train_split": split, "inputs": "ctpet", "method": method, "r": r,
               "alpha": alpha, "mode_probs": probs,
               "crop": crop, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pet_norm": pet_norm,
@@ -275,6 +281,7 @@ def continue_adapt(
     out: str | Path,
     *,
     modality: str = "pet",
+    crop: int | Sequence[int] | None = None,
     steps: int = 200,
     batch_size: int = 2,
     lr: float = 2e-3,
@@ -285,7 +292,10 @@ def continue_adapt(
     progress: bool = False,
     cache: CaseCache | None = None,
 ) -> dict[str, Any]:
-    """Continual adaptation of PEMMA run ``previous`` to ``centre`` with ``modality`` only (its parts alone train)."""
+    """Continual adaptation of PEMMA run ``previous`` to ``centre`` with ``modality`` only (its parts alone train).
+
+    ``crop``: training crop and inference window (default: the previous run's; see :func:`adapt`).
+    """
     if modality not in MODALITY_PARTS:
         raise UserError(f"--modality must be one of {', '.join(MODALITY_PARTS)} (the one modality the new "
                         f"centre has), got {modality!r}")
@@ -294,14 +304,14 @@ def continue_adapt(
     data, path = open_datalist(datalist)
     split, entries = centre_split(data, centre, "train")
     model, info = runs.load_run(previous)
+    crop = list(resolve_window(model, prev_config["crop"] if crop is None else parse_crop(crop), "crop"))
     groups = MODALITY_PARTS[modality]
     set_trainable(model, groups)
     pet_norm = prev_config.get("pet_norm", "zscore")
     cases = load_cases(data, split, entries, pet_norm, cache)
     cpu_start = time.process_time()
-    result = train_segmenter(model, cases, inputs=modality, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                             progress=progress, device=device)
-    crop = list(prev_config["crop"])
+    result = train_segmenter(model, cases, inputs=modality, steps=steps, crop=crop, batch_size=batch_size, lr=lr,
+                             seed=seed, progress=progress, device=device)
     config = {"datalist": path, "centre": centre, "train_split": split, "inputs": modality, "modality": modality,
               "parent": runs.run_link(Path(previous), Path(out)), "trained_groups": list(groups),
               "method": prev_config.get("method"), "crop": crop, "steps": steps, "batch_size": batch_size,
@@ -359,6 +369,7 @@ def evaluate(
     out: str | Path | None = None,
     pet_run: str | Path | None = None,
     late_weight: float = 0.5,
+    roi: int | Sequence[int] | None = None,
     overlap: float = 0.5,
     sw_batch_size: int = 4,
     device: str | None = "auto",
@@ -368,7 +379,8 @@ def evaluate(
     """Score a run (or a ``(model, info)`` pair from :func:`~petite.pemma.runs.load_run`) on ``split``.
 
     ``mode`` defaults to the run's own (ct / pet / ctpet); ``pet_run`` makes late
-    fusion of ``run`` (a CT-only run) with it.  With ``out``, writes
+    fusion of ``run`` (a CT-only run) with it.  ``roi``: the sliding window (default:
+    the run's crop; Swin UNETR takes others, UNETR only its own).  With ``out``, writes
     ``out/<split>_<mode>.csv`` (one row per case, voxel counts included) and
     ``out/<split>_<mode>.json`` (cases, means, the HECKTOR summary of
     :func:`petite.pemma.aggregate.aggregate` under ``hecktor``, and what was
@@ -392,11 +404,12 @@ def evaluate(
     if mode not in info["modes"]:
         raise UserError(f"a {info['kind']!r} model takes input mode {' or '.join(info['modes'])}, not {mode!r}",
                         info.get("path"))
+    window = resolve_window(model, info["crop"] if roi is None else parse_crop(roi), "roi")
     data, path = open_datalist(datalist)
     entries = split_items(data, split)
     cases = load_cases(data, split, entries, info.get("pet_norm", "zscore"), cache)
     started, cpu_start = time.perf_counter(), time.process_time()
-    result = evaluate_segmenter(model, cases, mode, roi=info["crop"], overlap=overlap, sw_batch_size=sw_batch_size,
+    result = evaluate_segmenter(model, cases, mode, roi=window, overlap=overlap, sw_batch_size=sw_batch_size,
                                 device=device, progress=progress)
     report = {
         "run": info.get("path"), "kind": info["kind"], "datalist": path, "split": split, "mode": mode,
