@@ -37,6 +37,18 @@ def test_readme_quick_start_with_relative_folders(tmp_path: Path, monkeypatch: p
     _invoke(runner, ["mm", "adapt", "--init", "runs/ct", "--datalist", "sim/datalist.json", "--centre", "A",
                      "--steps", "1", "--out", "runs/pemma", "--no-val", *FAST])
     assert (tmp_path / "runs" / "pemma" / "final.json").is_file()
+    pemma = json.loads((tmp_path / "runs" / "pemma" / "config.json").read_text())
+    assert pemma["fusion"] == "tokens" and pemma["train_decoder"] and "targets=query/value" in pemma["peft"]
+    # Our earlier design, as options.
+    _invoke(runner, ["mm", "adapt", "--init", "runs/ct", "--datalist", "sim/datalist.json", "--centre", "A",
+                     "--steps", "1", "--out", "runs/channels", "--no-val", "--fusion", "channels",
+                     "--lora-targets", "extended", "--freeze-decoder", *FAST])
+    channels = json.loads((tmp_path / "runs" / "channels" / "config.json").read_text())
+    assert channels["trained_groups"] == ["lora", "pet", "ct_adapter", "fusion"]
+    assert channels["pemma"]["fusion"] == "channels" and not channels["pemma"]["train_decoder"]
+    bad = runner.invoke(cli, ["mm", "adapt", "--init", "runs/ct", "--datalist", "sim/datalist.json", "--centre", "A",
+                              "--out", "runs/bad", "--lora-targets", "nothing_here", *FAST])
+    assert bad.exit_code != 0 and "nothing to attach to" in str(bad.exception) and not (tmp_path / "runs/bad").exists()
 
     # The whole folder moves: the datalist still resolves from its new place.
     (tmp_path / "moved").mkdir()

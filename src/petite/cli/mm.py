@@ -136,18 +136,30 @@ def pretrain(datalist: str, centre: str, out: str, steps: int | None, batch_size
 @click.option("--modality", help="With --continue-from: pet or ct, the one modality the new centre has "
                                  "(only its parts train).")
 @click.option("--method", type=click.Choice(["lora", "dora"]), help="With --init: LoRA (default) or DoRA on the transformer.")
-@click.option("--r", "rank", type=click.IntRange(min=1), help="With --init: rank (default 8).")
-@click.option("--alpha", type=float, help="With --init: scale numerator (default 16).")
+@click.option("--r", "rank", type=click.IntRange(min=1),
+              help="With --init: rank (default 4 for the reference targets, 8 for extended).")
+@click.option("--alpha", type=float, help="With --init: scale numerator (default: UNETR 4, Swin 8; extended 16).")
+@click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True),
+              help="With --init: dropout on the LoRA input (default: UNETR 0, Swin 0.1; extended 0).")
+@click.option("--lora-targets",
+              help="With --init: reference (default: UNETR q,v; Swin qkv), extended (q,k,v, attention output, "
+                   "both MLP linears) or roles/patterns, e.g. query,key,value.")
+@click.option("--fusion", type=click.Choice(["tokens", "channels"]),
+              help="With --init: tokens (default, reference: CT and PET tokens concatenated, skips summed) or "
+                   "channels (1x1x1 projection of the concatenated embeddings, modality adapters).")
+@click.option("--train-decoder/--freeze-decoder", default=None,
+              help="With --init: train the CNN decoder and head (default, reference) or keep them frozen.")
 @click.option("--mode-probs", help="With --init: per-batch input modes, default ctpet=0.6,ct=0.2,pet=0.2.")
 @click.option("--crop", help="Training crop = inference window X,Y,Z (default: the run's; Swin UNETR can change it, "
                              "UNETR cannot).")
 def adapt(datalist: str, centre: str, out: str, steps: int | None, batch_size: int, lr: float | None, seed: int,
           val: bool, device: str, overwrite: bool, quiet: bool, init: str | None, continue_from: str | None,
           modality: str | None, method: str | None, rank: int | None, alpha: float | None,
+          lora_dropout: float | None, lora_targets: str | None, fusion: str | None, train_decoder: bool | None,
           mode_probs: str | None, crop: str | None) -> None:
-    """PEMMA: upgrade a CT-only run to CT+PET (LoRA/DoRA + PET embedding, skip, adapters, fusion; default
-    300 steps, lr 2e-3), or with --continue-from adapt a PEMMA run to a new centre with one modality
-    (default 200 steps)."""
+    """PEMMA: upgrade a CT-only run to CT+PET (by default the reference design: CT+PET tokens through the
+    ViT with LoRA on attention, PET embedding and skip, decoder and head train; default 300 steps, lr 2e-3),
+    or with --continue-from adapt a PEMMA run to a new centre with one modality (default 200 steps)."""
     from petite.pemma import pipeline
 
     common = dict(batch_size=batch_size, seed=seed, device=device, val=val, overwrite=overwrite,
@@ -159,9 +171,13 @@ def adapt(datalist: str, centre: str, out: str, steps: int | None, batch_size: i
         if modality is not None:
             raise UserError("--modality goes with --continue-from (an --init upgrade trains with CT and PET)")
         final = pipeline.adapt(init, datalist, centre, out, mode_probs=mode_probs,
-                               **_drop_none({"method": method, "r": rank, "alpha": alpha}), **common)
+                               **_drop_none({"method": method, "r": rank, "alpha": alpha, "dropout": lora_dropout,
+                                             "targets": lora_targets, "fusion": fusion,
+                                             "train_decoder": train_decoder}), **common)
     else:
         given = [name for name, v in (("--method", method), ("--r", rank), ("--alpha", alpha),
+                                      ("--lora-dropout", lora_dropout), ("--lora-targets", lora_targets),
+                                      ("--fusion", fusion), ("--train-decoder/--freeze-decoder", train_decoder),
                                       ("--mode-probs", mode_probs)) if v is not None]
         if given:
             raise UserError(f"{', '.join(given)} go with --init; --continue-from keeps the PEMMA run's settings")
@@ -169,6 +185,21 @@ def adapt(datalist: str, centre: str, out: str, steps: int | None, batch_size: i
             raise UserError("--continue-from needs --modality pet or ct (the modality the new centre has)")
         final = pipeline.continue_adapt(continue_from, datalist, centre, out, modality=modality, **common)
     _echo_json(final)
+
+
+@mm.command("params")
+@click.option("--arch", default="unetr,swin_unetr", show_default=True, help="Comma-separated architectures.")
+@click.option("--preset", default="pemma,paper", show_default=True,
+              help="Comma-separated presets: pemma (the authors' model configuration), paper, small, tiny.")
+@click.option("--markdown", is_flag=True, help="Print a markdown table.")
+def params(arch: str, preset: str, markdown: bool) -> None:
+    """% of the CT model each PEMMA design trains (counted on built models), beside the paper's ~8 %."""
+    from petite.pemma.params import PAPER_PERCENT, format_rows, variant_rows
+
+    rows = [row for a in arch.split(",") for p in preset.split(",") for row in variant_rows(a.strip(), p.strip())]
+    text, md = format_rows(rows)
+    click.echo(md if markdown else text)
+    click.echo(f"The PEMMA paper reports about {PAPER_PERCENT:g} % trainable for its design.")
 
 
 @mm.command("late")

@@ -11,16 +11,17 @@ What it does (every number it prints is measured in that run):
    same steps for each): CT-only (the model PEMMA starts from), PET-only and
    early fusion (2 channels); late fusion averages the CT-only and PET-only
    logits (no training).
-3. **PEMMA**: upgrade the CT-only model on A with LoRA (r 8, alpha 16 on q/k/v,
-   attention output and both MLP linears) plus the new PET embedding, PET skip,
-   modality adapters and fusion, with the input mode drawn per batch (CT+PET
-   0.6, CT 0.2, PET 0.2).
+3. **PEMMA**: upgrade the CT-only model on A with the default (reference)
+   design of :class:`petite.pemma.upgrade.PEMMA`: CT and PET tokens
+   concatenated through the ViT, LoRA r 4 on q and v, the new PET embedding
+   and PET skip (summed with the CT skip), decoder and head trained, with the
+   input mode drawn per batch (CT+PET 0.6, CT 0.2, PET 0.2).
 4. **Evaluate on A_test**, whole volumes by sliding 32^3 windows, every model in
    every input mode it supports: Dice, DSCagg (with a 95 % bootstrap interval),
    absent-node false positives / true negatives and HD95 (mm, with its case
    count) for GTVp and GTVn (:mod:`petite.pemma.aggregate`).
 5. **Continual adaptation to B with PET only**: only PEMMA's PET parts train
-   (PET embedding, PET skip, PET adapter); Dice on B_test (PET) before and
+   (PET embedding, PET skip); Dice on B_test (PET) before and
    after, and on A_test (CT+PET, CT, PET) before and after: the forgetting.
    CT-only predictions cannot change (no CT path is touched), which the table shows.
 6. **Report**: both tables printed and written to ``DIR/report/table.md``,
@@ -234,7 +235,8 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
         return f
 
     collect("ct")
-    stage("PEMMA", f"upgrade CT-only with LoRA r 8 + PET parts on {SOURCE}_train, {size.adapt_steps} steps, "
+    stage("PEMMA", f"upgrade CT-only (reference design: CT+PET tokens, LoRA r 4 on q/v, PET embedding and skip, "
+          f"decoder) on {SOURCE}_train, {size.adapt_steps} steps, "
           f"modes CT+PET/CT/PET 0.6/0.2/0.2, lr {size.adapt_lr:g}")
     futures["pemma"] = jobs.submit(pipeline.adapt, str(runs / "ct"), dl, SOURCE, str(runs / "pemma"),
                                    steps=size.adapt_steps, lr=size.adapt_lr, **common)
@@ -354,8 +356,8 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
                    f"sum 2|P&G| / sum (|P|+|G|) over all patients (HECKTOR's metric), 95 % percentile bootstrap "
                    f"over patients; patients without nodes are counted apart (false positives / true negatives); "
                    f"HD95 over the n cases where both masks are non-empty.")
-        c_caption = (f"PEMMA adapted to centre {TARGET} ({size.continual_steps} steps, PET only: PET embedding, skip "
-                     f"and adapter train, {finals['pemma_b']['percent']:.2f} % of the CT model). Before = the PEMMA "
+        c_caption = (f"PEMMA adapted to centre {TARGET} ({size.continual_steps} steps, PET only: PET embedding and "
+                     f"skip train, {finals['pemma_b']['percent']:.2f} % of the CT model). Before = the PEMMA "
                      f"model trained on {SOURCE}; after = adapted to {TARGET}. Reference: the PET-only baseline "
                      f"trained on {SOURCE} scores Dice {pet_only_b['mean']['dice_mean']:.3f} on {test_b} "
                      f"({n_b} patients).")

@@ -3,9 +3,10 @@
 - :func:`pretrain`: a plain segmenter from scratch on one centre: CT-only
   (``inputs="ct"``, the model PEMMA later upgrades), PET-only (``"pet"``) or
   early fusion (``"ctpet"``, 2 channels); all weights train.
-- :func:`adapt`: PEMMA upgrade of a CT-only run (LoRA/DoRA + new PET parts),
-  trained with both modalities and the per-batch input mode drawn
-  (CT+PET 0.6, CT 0.2, PET 0.2).
+- :func:`adapt`: PEMMA upgrade of a CT-only run (by default the reference
+  design: CT and PET tokens concatenated, LoRA on attention, PET embedding and
+  skip, decoder and head train), trained with both modalities and the
+  per-batch input mode drawn (CT+PET 0.6, CT 0.2, PET 0.2).
 - :func:`continue_adapt`: continual adaptation of a PEMMA run to a new centre
   with one modality; only that modality's parts train
   (:data:`petite.pemma.upgrade.MODALITY_PARTS`), everything else, the CT
@@ -227,8 +228,12 @@ def adapt(
     out: str | Path,
     *,
     method: str = "lora",
-    r: int = 8,
-    alpha: float = 16.0,
+    r: int | None = None,
+    alpha: float | None = None,
+    dropout: float | None = None,
+    targets: str | Sequence[str] = "reference",
+    fusion: str = "tokens",
+    train_decoder: bool = True,
     steps: int = 300,
     batch_size: int = 2,
     lr: float = 2e-3,
@@ -245,6 +250,9 @@ def adapt(
 
     ``crop``: training crop and inference window (default: the CT run's).  Swin
     UNETR takes any crop with one side above 32 voxels; UNETR only its own.
+    ``method``, ``r``, ``alpha``, ``dropout``, ``targets``, ``fusion``,
+    ``train_decoder``: the design (:class:`~petite.pemma.upgrade.PEMMA`; the
+    defaults are the reference one).
     """
     base_config = runs.require_kind(init, ("ct",), "--init (the model to upgrade)")
     probs = parse_mode_probs(mode_probs)
@@ -253,7 +261,8 @@ def adapt(
     split, entries = centre_split(data, centre, "train")
     ct_model, _ = runs.load_run(init)
     torch.manual_seed(seed)
-    model = PEMMA(ct_model, method=method, r=r, alpha=alpha, fingerprint=False)
+    model = PEMMA(ct_model, method=method, r=r, alpha=alpha, dropout=dropout, targets=targets, fusion=fusion,
+                  train_decoder=train_decoder, fingerprint=False)
     crop = list(resolve_window(model, base_config["crop"] if crop is None else parse_crop(crop), "crop"))
     probs = resolve_mode_probs(model, "ctpet", probs)
     pet_norm = base_config.get("pet_norm", "zscore")
@@ -261,10 +270,12 @@ def adapt(
     cpu_start = time.process_time()
     result = train_segmenter(model, cases, inputs="ctpet", steps=steps, crop=crop, batch_size=batch_size, lr=lr,
                              seed=seed, mode_probs=probs, progress=progress, device=device)
-    config = {"datalist": path, "centre": centre, "train_split": split, "inputs": "ctpet", "method": method, "r": r,
-              "alpha": alpha, "mode_probs": probs,
+    config = {"datalist": path, "centre": centre, "train_split": split, "inputs": "ctpet", "method": method,
+              "peft": model.config["peft"], "fusion": fusion, "train_decoder": bool(train_decoder),
+              "mode_probs": probs,
               "crop": crop, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pet_norm": pet_norm,
-              "arch": base_config.get("arch"), "preset": base_config.get("preset"), "trained_groups": "all"}
+              "arch": base_config.get("arch"), "preset": base_config.get("preset"),
+              "trained_groups": list(model.default_groups)}
     final = _summary_final(model, result, "pemma", {"n_train": len(cases), "cpu_time_s": _cpu(cpu_start)})
     final["val"] = _validate(model, data, centre, "ctpet", crop, pet_norm, device, cache, val)
     model.to("cpu")
@@ -314,7 +325,9 @@ def continue_adapt(
                              seed=seed, progress=progress, device=device)
     config = {"datalist": path, "centre": centre, "train_split": split, "inputs": modality, "modality": modality,
               "parent": runs.run_link(Path(previous), Path(out)), "trained_groups": list(groups),
-              "method": prev_config.get("method"), "crop": crop, "steps": steps, "batch_size": batch_size,
+              "method": prev_config.get("method"), "peft": prev_config.get("peft"),
+              "fusion": info.get("pemma", {}).get("fusion", "channels"),
+              "train_decoder": bool(info.get("pemma", {}).get("train_decoder", False)), "crop": crop, "steps": steps, "batch_size": batch_size,
               "lr": lr, "seed": seed, "pet_norm": pet_norm, "arch": prev_config.get("arch"),
               "preset": prev_config.get("preset")}
     final = _summary_final(model, result, "pemma", {"n_train": len(cases), "trained_groups": list(groups),
