@@ -16,7 +16,7 @@ def test_demo_quick_prints_both_tables(tmp_path: Path, capsys: pytest.CaptureFix
     result = run_cli(["mm", "demo", "--out", tmp_path, "--quick"], capsys)
     assert result.code == 0, result.err
     for text in ("Segmentation on A_test", "Early fusion", "Late fusion", "PEMMA", "% trainable", "Dice GTVp",
-                 "HD95 GTVn (mm)", "forgetting", "Total time"):
+                 "HD95 GTVn (mm, n)", "DSCagg mean [95 % CI]", "GTVn absent: FP/TN", "forgetting", "Total time"):
         assert text in result.out, text
     report = tmp_path / "report"
     assert {"table.md", "results.json", "segmentations.png"} <= {p.name for p in report.iterdir()}

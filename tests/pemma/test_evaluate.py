@@ -29,15 +29,19 @@ def test_dice_and_hd95_on_known_masks() -> None:
     assert m["dice_2"] == pytest.approx(2 * 180 / 432)
     assert m["hd95_2"] == pytest.approx(2.0)  # 1 voxel * 2 mm
     assert case_metrics(pred, label)["hd95_2"] == pytest.approx(1.0)  # voxels without spacing
+    assert (m["inter_1"], m["pred_1"], m["gt_1"]) == (32, 64, 64)
     pred[pred == 2] = 0
     label[label == 1] = 0
     pred[pred == 1] = 0
     empty = case_metrics(pred, label)
-    assert empty["dice_1"] == 1.0 and math.isnan(empty["hd95_1"])  # both empty
-    assert empty["dice_2"] == 0.0 and math.isnan(empty["hd95_2"])  # prediction empty
-    assert math.isnan(empty["hd95_mean"]) and empty["dice_mean"] == 0.5
-    means = mean_metrics([{"dice_1": 1.0, "hd95_1": math.nan}, {"dice_1": 0.5, "hd95_1": 3.0}])
-    assert means == {"dice_1": 0.75, "hd95_1": 3.0, "hd95_1_n": 1}
+    # Class absent in the ground truth: Dice undefined (not 1), reported apart by petite.pemma.aggregate.
+    assert math.isnan(empty["dice_1"]) and math.isnan(empty["hd95_1"])
+    assert empty["dice_2"] == 0.0 and math.isnan(empty["hd95_2"])  # prediction empty, class present: a miss
+    assert math.isnan(empty["hd95_mean"]) and empty["dice_mean"] == 0.0
+    pred[0:2, 0:2, 0:2] = 1  # a false positive where there is no GTVp: still undefined, not 0
+    assert math.isnan(case_metrics(pred, label)["dice_1"]) and case_metrics(pred, label)["pred_1"] == 8
+    means = mean_metrics([{"dice_1": math.nan, "hd95_1": math.nan}, {"dice_1": 0.5, "hd95_1": 3.0}])
+    assert means == {"dice_1": 0.5, "dice_1_n": 1, "hd95_1": 3.0, "hd95_1_n": 1}
 
 
 class _Fixed(nn.Module):
@@ -62,8 +66,10 @@ def test_evaluate_segmenter_scores_sliding_window_predictions(ct_model: nn.Modul
             "patient": "X", "centre": "A", "spacing": (1.0, 1.0, 2.0)}
     out = evaluate_segmenter(_Fixed(pred), [case], "ct", roi=16, device="cpu")
     row = out["cases"][0]
-    assert row["dice_1"] == pytest.approx(0.5) and row["dice_2"] == 1.0 and row["hd95_unit"] == "mm"
-    assert out["mean"]["dice_mean"] == pytest.approx(0.75)
+    assert row["dice_1"] == pytest.approx(0.5) and math.isnan(row["dice_2"]) and row["hd95_unit"] == "mm"
+    assert out["mean"]["dice_mean"] == pytest.approx(0.5)
+    nodes = out["hecktor"]["classes"]["2"]
+    assert nodes["absent"] == {"n": 1, "false_positive": 0, "true_negative": 1} and nodes["dice_n"] == 0
     # A real model on whole (non-crop-sized) volumes through sliding windows, all three modes.
     model = PEMMA(copy.deepcopy(ct_model), fingerprint=False)
     for mode in ("ctpet", "ct", "pet"):

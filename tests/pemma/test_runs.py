@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from petite.atomic import staged_folder
 from petite.errors import UserError
@@ -64,8 +65,11 @@ def test_reload_is_bit_identical_for_every_kind(flow: dict[str, Path], tmp_path:
     with torch.no_grad():
         assert torch.equal(reloaded(ct), base(ct)) and info["modes"] == ["ct"]
 
-    for method in ("lora", "dora"):
-        model = PEMMA(copy.deepcopy(base), method=method, fingerprint=False)
+    # The reference design (its decoder trains, so the run stores it) and our channels design (frozen decoder).
+    channels = {"fusion": "channels", "targets": "extended", "train_decoder": False}
+    for method, design in (("lora", {}), ("dora", {}), ("channels", channels)):
+        model = PEMMA(copy.deepcopy(base), method="lora" if method == "channels" else method, fingerprint=False,
+                      **design)
         train_segmenter(model, cases, inputs="ctpet", steps=3, batch_size=1, lr=1e-2, seed=1, device="cpu",
                         mode_probs={"ctpet": 1, "ct": 1, "pet": 1})
         out = tmp_path / f"pemma_{method}"
@@ -77,6 +81,9 @@ def test_reload_is_bit_identical_for_every_kind(flow: dict[str, Path], tmp_path:
             for inputs in ({"ct": ct, "pet": pet}, {"ct": ct}, {"pet": pet}):
                 assert torch.equal(again(**inputs), model(**inputs)), (method, list(inputs))
         assert info["kind"] == "pemma" and info["modes"] == ["ctpet", "ct", "pet"]
+        stored = set(load_file(str(out / "pemma.safetensors")))
+        assert any(n.startswith("backbone.decoder") for n in stored) == (method != "channels")
+        assert again.config["fusion"] == model.config["fusion"]
 
     torch.manual_seed(1)
     pet_model = build_segmenter("unetr", "tiny", img_size=16)

@@ -24,9 +24,8 @@ def models() -> dict:
     ct = build_segmenter("unetr", "tiny", img_size=SIZE).eval()
     base = build_segmenter("unetr", "tiny", img_size=SIZE)
     base.load_state_dict(ct.state_dict())
+    # The reference design: PET matters from the start (CT tokens attend to PET tokens; the PET skip is added).
     pemma = PEMMA(base, fingerprint=False).eval()
-    with torch.no_grad():  # move the PET half of the fusion off zero so PET matters
-        pemma.fusion.proj.weight[:, pemma.fusion.width:].normal_(0, 0.05)
     return {"ct": ct, "pemma": pemma}
 
 

@@ -59,7 +59,8 @@ def test_head_fuses_both_branches():
     out = head(torch.zeros(5, 12), torch.zeros(5, 8))
     assert out.shape == (5,)
     assert head.risk.in_features == 32 and head.risk.bias is None
-    assert head.config == {"in_features": 12, "clinical_features": 8, "hidden": 16, "dropout": 0.3}
+    assert head.config == {"in_features": 12, "clinical_features": 8, "hidden": 16, "dropout": 0.3,
+                           "clinical_branch": "mlp", "ridge": 0.1}
     with pytest.raises(ValueError):
         head(torch.zeros(5, 12))
     with pytest.raises(ValueError):

@@ -112,7 +112,9 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
               help="ct: CT-only (PEMMA's starting point); pet: PET-only; ctpet: early fusion (2 channels).")
 @click.option("--arch", type=click.Choice(["unetr", "swin_unetr"]), default="unetr", show_default=True)
 @click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="small", show_default=True)
-@click.option("--crop", default="32,32,32", show_default=True, help="Training crop = UNETR input size = inference window.")
+@click.option("--crop", default="32,32,32", show_default=True,
+              help="Training crop = inference window (= UNETR's input size). Swin UNETR: one side above 32, "
+                   "e.g. 64,64,64.")
 @click.option("--pet-norm", type=click.Choice(["zscore", "suv"]), default="zscore", show_default=True)
 def pretrain(datalist: str, centre: str, out: str, steps: int | None, batch_size: int, lr: float | None, seed: int,
              val: bool, device: str, overwrite: bool, quiet: bool, inputs: str, arch: str, preset: str, crop: str,
@@ -134,29 +136,48 @@ def pretrain(datalist: str, centre: str, out: str, steps: int | None, batch_size
 @click.option("--modality", help="With --continue-from: pet or ct, the one modality the new centre has "
                                  "(only its parts train).")
 @click.option("--method", type=click.Choice(["lora", "dora"]), help="With --init: LoRA (default) or DoRA on the transformer.")
-@click.option("--r", "rank", type=click.IntRange(min=1), help="With --init: rank (default 8).")
-@click.option("--alpha", type=float, help="With --init: scale numerator (default 16).")
+@click.option("--r", "rank", type=click.IntRange(min=1),
+              help="With --init: rank (default 4 for the reference targets, 8 for extended).")
+@click.option("--alpha", type=float, help="With --init: scale numerator (default: UNETR 4, Swin 8; extended 16).")
+@click.option("--lora-dropout", type=click.FloatRange(0, 1, max_open=True),
+              help="With --init: dropout on the LoRA input (default: UNETR 0, Swin 0.1; extended 0).")
+@click.option("--lora-targets",
+              help="With --init: reference (default: UNETR q,v; Swin qkv), extended (q,k,v, attention output, "
+                   "both MLP linears) or roles/patterns, e.g. query,key,value.")
+@click.option("--fusion", type=click.Choice(["tokens", "channels"]),
+              help="With --init: tokens (default, reference: CT and PET tokens concatenated, skips summed) or "
+                   "channels (1x1x1 projection of the concatenated embeddings, modality adapters).")
+@click.option("--train-decoder/--freeze-decoder", default=None,
+              help="With --init: train the CNN decoder and head (default, reference) or keep them frozen.")
 @click.option("--mode-probs", help="With --init: per-batch input modes, default ctpet=0.6,ct=0.2,pet=0.2.")
+@click.option("--crop", help="Training crop = inference window X,Y,Z (default: the run's; Swin UNETR can change it, "
+                             "UNETR cannot).")
 def adapt(datalist: str, centre: str, out: str, steps: int | None, batch_size: int, lr: float | None, seed: int,
           val: bool, device: str, overwrite: bool, quiet: bool, init: str | None, continue_from: str | None,
           modality: str | None, method: str | None, rank: int | None, alpha: float | None,
-          mode_probs: str | None) -> None:
-    """PEMMA: upgrade a CT-only run to CT+PET (LoRA/DoRA + PET embedding, skip, adapters, fusion; default
-    300 steps, lr 2e-3), or with --continue-from adapt a PEMMA run to a new centre with one modality
-    (default 200 steps)."""
+          lora_dropout: float | None, lora_targets: str | None, fusion: str | None, train_decoder: bool | None,
+          mode_probs: str | None, crop: str | None) -> None:
+    """PEMMA: upgrade a CT-only run to CT+PET (by default the reference design: CT+PET tokens through the
+    ViT with LoRA on attention, PET embedding and skip, decoder and head train; default 300 steps, lr 2e-3),
+    or with --continue-from adapt a PEMMA run to a new centre with one modality (default 200 steps)."""
     from petite.pemma import pipeline
 
     common = dict(batch_size=batch_size, seed=seed, device=device, val=val, overwrite=overwrite,
-                  progress=not quiet, **_drop_none({"steps": steps, "lr": lr}))
+                  progress=not quiet, crop=parse_size(crop, "--crop") if crop is not None else None,
+                  **_drop_none({"steps": steps, "lr": lr}))
     if (init is None) == (continue_from is None):
         raise UserError("give exactly one of --init (a CT-only run to upgrade) and --continue-from (a PEMMA run)")
     if init is not None:
         if modality is not None:
             raise UserError("--modality goes with --continue-from (an --init upgrade trains with CT and PET)")
         final = pipeline.adapt(init, datalist, centre, out, mode_probs=mode_probs,
-                               **_drop_none({"method": method, "r": rank, "alpha": alpha}), **common)
+                               **_drop_none({"method": method, "r": rank, "alpha": alpha, "dropout": lora_dropout,
+                                             "targets": lora_targets, "fusion": fusion,
+                                             "train_decoder": train_decoder}), **common)
     else:
         given = [name for name, v in (("--method", method), ("--r", rank), ("--alpha", alpha),
+                                      ("--lora-dropout", lora_dropout), ("--lora-targets", lora_targets),
+                                      ("--fusion", fusion), ("--train-decoder/--freeze-decoder", train_decoder),
                                       ("--mode-probs", mode_probs)) if v is not None]
         if given:
             raise UserError(f"{', '.join(given)} go with --init; --continue-from keeps the PEMMA run's settings")
@@ -164,6 +185,21 @@ def adapt(datalist: str, centre: str, out: str, steps: int | None, batch_size: i
             raise UserError("--continue-from needs --modality pet or ct (the modality the new centre has)")
         final = pipeline.continue_adapt(continue_from, datalist, centre, out, modality=modality, **common)
     _echo_json(final)
+
+
+@mm.command("params")
+@click.option("--arch", default="unetr,swin_unetr", show_default=True, help="Comma-separated architectures.")
+@click.option("--preset", default="pemma,paper", show_default=True,
+              help="Comma-separated presets: pemma (the authors' model configuration), paper, small, tiny.")
+@click.option("--markdown", is_flag=True, help="Print a markdown table.")
+def params(arch: str, preset: str, markdown: bool) -> None:
+    """% of the CT model each PEMMA design trains (counted on built models), beside the paper's ~8 %."""
+    from petite.pemma.params import PAPER_PERCENT, format_rows, variant_rows
+
+    rows = [row for a in arch.split(",") for p in preset.split(",") for row in variant_rows(a.strip(), p.strip())]
+    text, md = format_rows(rows)
+    click.echo(md if markdown else text)
+    click.echo(f"The PEMMA paper reports about {PAPER_PERCENT:g} % trainable for its design.")
 
 
 @mm.command("late")
@@ -191,19 +227,22 @@ def late(ct_model: str, pet_model: str, weight: float, out: str, overwrite: bool
               help="Folder for <split>_<mode>.csv/.json (default: RUN/eval; with --pet-model RUN/eval_late).")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Sliding-window overlap.")
+@click.option("--roi", help="Sliding window X,Y,Z (default: the run's crop; Swin UNETR can change it, UNETR cannot).")
 @_device
 @_quiet
 def evaluate(model: str, pet_model: str | None, late_weight: float, datalist: str, split: str, mode: str | None,
-             out: str | None, overlap: float, device: str, quiet: bool) -> None:
-    """Dice and HD95 (mm) per class (GTVp, GTVn) and case, whole volumes by sliding windows."""
+             out: str | None, overlap: float, roi: str | None, device: str, quiet: bool) -> None:
+    """Dice and HD95 (mm) per class (GTVp, GTVn) and case, whole volumes by sliding windows; HECKTOR summary
+    (DSCagg, absent-class false positives / true negatives, HD95 coverage, 95 % bootstrap intervals)."""
     from pathlib import Path
 
     from petite.pemma.pipeline import evaluate as run
 
     folder = Path(out) if out is not None else Path(model) / ("eval_late" if pet_model else "eval")
     report = run(model, datalist, split, mode=mode, out=folder, pet_run=pet_model, late_weight=late_weight,
-                 overlap=overlap, device=device, progress=not quiet)
-    _echo_json({k: report[k] for k in ("kind", "split", "mode", "n", "mean")} |
+                 roi=parse_size(roi, "--roi") if roi is not None else None, overlap=overlap, device=device,
+                 progress=not quiet)
+    _echo_json({k: report[k] for k in ("kind", "split", "mode", "n", "mean", "hecktor")} |
                {"files": [str(folder / f"{split}_{report['mode']}.{e}") for e in ("csv", "json")]})
 
 

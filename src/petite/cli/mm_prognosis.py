@@ -104,12 +104,16 @@ _clinical_csv = click.option("--clinical-csv", type=click.Path(dir_okay=False),
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True,
               help="Full-batch AdamW epochs (few: early stopping is the regulariser for small cohorts).")
 @click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--clinical-branch", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True,
+              help="With --clinical: a two-layer MLP, or a ridge-penalised linear Cox term.")
+@click.option("--ridge", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Ridge penalty of the linear clinical branch.")
 @_clinical_csv
 @_device
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 def train(model_run: str, datalist: str, splits: str, out: str, mode: str | None, clinical: bool, imaging: bool,
-          seeds: str, region: str, roi: str | None, components: int, epochs: int, lr: float,
-          clinical_csv: str | None, device: str, overwrite: bool) -> None:
+          seeds: str, region: str, roi: str | None, components: int, epochs: int, lr: float, clinical_branch: str,
+          ridge: float, clinical_csv: str | None, device: str, overwrite: bool) -> None:
     """Train survival heads (Cox partial likelihood) on a segmentation run's frozen encoder features."""
     from petite.atomic import check_output_folder, staged_folder
     from petite.headneck.datalist import read_mm_datalist
@@ -142,7 +146,7 @@ def train(model_run: str, datalist: str, splits: str, out: str, mode: str | None
         features, columns = None, None
     heads = train_prognosis(features, records, time_days, event, use_clinical=clinical, use_imaging=imaging,
                             seeds=seed_list, names=columns, deep_components=components or None, epochs=epochs,
-                            lr=lr, patients=patients)
+                            lr=lr, clinical_branch=clinical_branch, ridge=ridge, patients=patients)
     train_c = [h["train_c_index"] for h in heads.history]
     meta = {"model_run": run_link(Path(model_run), Path(out)), "model_kind": info["kind"], "mode": use_mode,
             "roi": list(window), "region": region, "pet_norm": info.get("pet_norm", "zscore"),

@@ -11,14 +11,17 @@ What it does (every number it prints is measured in that run):
    same steps for each): CT-only (the model PEMMA starts from), PET-only and
    early fusion (2 channels); late fusion averages the CT-only and PET-only
    logits (no training).
-3. **PEMMA**: upgrade the CT-only model on A with LoRA (r 8, alpha 16 on q/k/v,
-   attention output and both MLP linears) plus the new PET embedding, PET skip,
-   modality adapters and fusion, with the input mode drawn per batch (CT+PET
-   0.6, CT 0.2, PET 0.2).
+3. **PEMMA**: upgrade the CT-only model on A with the default (reference)
+   design of :class:`petite.pemma.upgrade.PEMMA`: CT and PET tokens
+   concatenated through the ViT, LoRA r 4 on q and v, the new PET embedding
+   and PET skip (summed with the CT skip), decoder and head trained, with the
+   input mode drawn per batch (CT+PET 0.6, CT 0.2, PET 0.2).
 4. **Evaluate on A_test**, whole volumes by sliding 32^3 windows, every model in
-   every input mode it supports: Dice and HD95 (mm) for GTVp and GTVn.
+   every input mode it supports: Dice, DSCagg (with a 95 % bootstrap interval),
+   absent-node false positives / true negatives and HD95 (mm, with its case
+   count) for GTVp and GTVn (:mod:`petite.pemma.aggregate`).
 5. **Continual adaptation to B with PET only**: only PEMMA's PET parts train
-   (PET embedding, PET skip, PET adapter); Dice on B_test (PET) before and
+   (PET embedding, PET skip); Dice on B_test (PET) before and
    after, and on A_test (CT+PET, CT, PET) before and after: the forgetting.
    CT-only predictions cannot change (no CT path is touched), which the table shows.
 6. **Report**: both tables printed and written to ``DIR/report/table.md``,
@@ -74,6 +77,7 @@ from petite.headneck.datalist import read_mm_datalist, split_names, write_mm_dat
 from petite.headneck.synthetic import simulate_hn
 from petite.parallel import WorkerPool
 from petite.pemma import pipeline
+from petite.pemma.aggregate import format_ci
 from petite.pemma.evaluate import predict_case
 from petite.pemma.runs import load_run, read_final
 from petite.prognosis.comparison import demo_step
@@ -164,16 +168,23 @@ def _num(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-SEGMENTATION_COLUMNS = ("Method", "Input", "% trainable", "Dice GTVp", "Dice GTVn", "Dice mean", "HD95 GTVp (mm)",
-                        "HD95 GTVn (mm)")
+SEGMENTATION_COLUMNS = ("Method", "Input", "% trainable", "Dice GTVp", "Dice GTVn", "DSCagg GTVp", "DSCagg GTVn",
+                        "DSCagg mean [95 % CI]", "GTVn absent: FP/TN", "HD95 GTVp (mm, n)", "HD95 GTVn (mm, n)")
 CONTINUAL_COLUMNS = ("Test split", "Input", "Dice GTVp before", "Dice GTVp after", "Dice mean before",
                      "Dice mean after", "Change")
 
 
 def format_segmentation_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     """(plain text, markdown) of the A_test comparison."""
-    cells = [[r["method"], MODE_NAMES[r["mode"]], _num(r["percent"], 2), _num(r["dice_1"], 3), _num(r["dice_2"], 3),
-              _num(r["dice_mean"], 3), _num(r["hd95_1"], 1), _num(r["hd95_2"], 1)] for r in rows]
+    cells = []
+    for r in rows:
+        h = r["hecktor"]
+        p, n = h["classes"]["1"], h["classes"]["2"]
+        cells.append([r["method"], MODE_NAMES[r["mode"]], _num(r["percent"], 2), _num(p["dice_mean"], 3),
+                      _num(n["dice_mean"], 3), _num(p["dsc_agg"], 3), _num(n["dsc_agg"], 3),
+                      format_ci(h["overall"]["dsc_agg"], h["overall"]["dsc_agg_ci"]),
+                      f"{n['absent']['false_positive']}/{n['absent']['true_negative']}",
+                      f"{_num(p['hd95_mean'], 1)} ({p['hd95_n']})", f"{_num(n['hd95_mean'], 1)} ({n['hd95_n']})"])
     return render_table(SEGMENTATION_COLUMNS, cells)
 
 
@@ -224,7 +235,8 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
         return f
 
     collect("ct")
-    stage("PEMMA", f"upgrade CT-only with LoRA r 8 + PET parts on {SOURCE}_train, {size.adapt_steps} steps, "
+    stage("PEMMA", f"upgrade CT-only (reference design: CT+PET tokens, LoRA r 4 on q/v, PET embedding and skip, "
+          f"decoder) on {SOURCE}_train, {size.adapt_steps} steps, "
           f"modes CT+PET/CT/PET 0.6/0.2/0.2, lr {size.adapt_lr:g}")
     futures["pemma"] = jobs.submit(pipeline.adapt, str(runs / "ct"), dl, SOURCE, str(runs / "pemma"),
                                    steps=size.adapt_steps, lr=size.adapt_lr, **common)
@@ -268,7 +280,8 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
                      "trainable": final_run.get("trainable"), "n": report["n"],
                      **{k: report["mean"].get(k) for k in ("dice_1", "dice_2", "dice_mean", "hd95_1", "hd95_2",
                                                            "hd95_mean")},
-                     "dice_mean_std": float(np.std([c["dice_mean"] for c in report["cases"]]))})
+                     "dice_mean_std": float(np.nanstd([c["dice_mean"] for c in report["cases"]])),
+                     "hecktor": report["hecktor"]})
     continual = [{"label": test_b, "split": test_b, "mode": "pet", "before": reports[f"pemma/{test_b}/pet"]["mean"],
                   "after": reports[f"pemma_b/{test_b}/pet"]["mean"]}]
     for mode in ("ctpet", "ct", "pet"):
@@ -339,10 +352,12 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
         caption = (f"Centre {SOURCE} test set ({n_a} synthetic patients), means over patients; UNETR {size.preset}, "
                    f"crop {crop}; from scratch {size.pretrain_steps} steps (batch {size.batch_size}), PEMMA upgrade "
                    f"{size.adapt_steps} steps. % trainable: of the model itself (late fusion: both members train "
-                   f"fully); PEMMA: of the CT model. Dice of an absent class is 1 when nothing is predicted; HD95 "
-                   f"leaves out cases where a class is absent from prediction or truth.")
-        c_caption = (f"PEMMA adapted to centre {TARGET} ({size.continual_steps} steps, PET only: PET embedding, skip "
-                     f"and adapter train, {finals['pemma_b']['percent']:.2f} % of the CT model). Before = the PEMMA "
+                   f"fully); PEMMA: of the CT model. Dice: mean over the patients who have the class; DSCagg: "
+                   f"sum 2|P&G| / sum (|P|+|G|) over all patients (HECKTOR's metric), 95 % percentile bootstrap "
+                   f"over patients; patients without nodes are counted apart (false positives / true negatives); "
+                   f"HD95 over the n cases where both masks are non-empty.")
+        c_caption = (f"PEMMA adapted to centre {TARGET} ({size.continual_steps} steps, PET only: PET embedding and "
+                     f"skip train, {finals['pemma_b']['percent']:.2f} % of the CT model). Before = the PEMMA "
                      f"model trained on {SOURCE}; after = adapted to {TARGET}. Reference: the PET-only baseline "
                      f"trained on {SOURCE} scores Dice {pet_only_b['mean']['dice_mean']:.3f} on {test_b} "
                      f"({n_b} patients).")
@@ -359,7 +374,8 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
             "workers": n_workers, "threads": threads, "cpu_count": cores, "datalist": str(datalist), "splits": counts,
             "rows": rows, "continual": continual, "pet_only_on_target": pet_only_b["mean"],
             "finals": finals,
-            "evaluations": {k: {kk: v.get(kk) for kk in ("run", "split", "mode", "n", "mean", "seconds", "cpu_time_s")}
+            "evaluations": {k: {kk: v.get(kk) for kk in ("run", "split", "mode", "n", "mean", "hecktor", "seconds",
+                                                         "cpu_time_s")}
                             for k, v in reports.items()},
             "figure": figure, "prognosis": prognosis, "timings_s": {k: round(v, 1) for k, v in timings.items()},
             "load_average": {"start": load_start, "end": load_average()}, "cpu_time_s": cpu,

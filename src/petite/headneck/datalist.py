@@ -222,7 +222,9 @@ def write_mm_datalist(path: str | Path, data: Mapping[str, Any]) -> None:
 
     Relative item paths are taken relative to ``data["root"]`` when that is
     absolute (as :func:`read_mm_datalist` returns it), otherwise relative to
-    the destination folder.  Files outside that folder keep absolute paths.
+    the destination folder (never to the working directory: writers that
+    build paths from a user's ``--out`` make them absolute first).  Files
+    outside that folder keep absolute paths.
     """
     path = Path(path)
     out = copy.deepcopy(dict(data))

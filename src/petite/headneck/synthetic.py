@@ -93,7 +93,10 @@ def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C
     ids = [c.id for c in resolved]
     if not ids or len(set(ids)) != len(ids):
         raise UserError(f"centres must be a non-empty list of distinct centres, got {', '.join(ids) or 'none'}")
-    out = Path(out)
+    # Absolute from here on: the items then name their files unambiguously and write_mm_datalist stores them
+    # relative to the datalist's folder (a relative ``out`` would leave them relative to the working directory,
+    # which a reader resolves against the datalist's folder instead).
+    out = Path(out).absolute()
     jobs = [(centre, k, int(seed), str(out)) for centre in resolved for k in range(int(n_patients))]
     results = run_jobs(_run_job, jobs, lambda job: (job[0].id, job[1]), int(workers), progress=progress,
                        desc="simulate-hn", unit="patient")

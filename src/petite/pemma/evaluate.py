@@ -5,9 +5,17 @@ volume (window = the model's crop size), argmax over the 3 classes.  Metrics use
 MONAI (``compute_dice``, ``compute_hausdorff_distance(percentile=95)``) with
 these documented conventions for empty masks, per class and case:
 
-- **Dice**: both prediction and ground truth empty -> 1.0 (nothing to find,
-  nothing found); exactly one empty -> 0.0.  Dice is therefore always defined and
-  ``dice_mean`` is the plain mean of the two classes.
+- **Dice**: defined only where the class is present in the ground truth
+  (``NaN`` otherwise, whatever is predicted): a case without nodes tells
+  nothing about how well nodes are delineated, and scoring it 1 (nothing
+  predicted) or 0 (a false positive) would move the mean by how many such
+  cases a split happens to have.  Those cases are counted separately by
+  :func:`petite.pemma.aggregate.aggregate` (false positives, true negatives).
+  ``dice_mean`` of a case is the mean over the classes present (``NaN`` if
+  none); a prediction that misses a present class scores 0 there.
+- **Voxel counts** ``inter_<c>``, ``pred_<c>``, ``gt_<c>`` (|P and G|, |P|, |G|)
+  are kept per case so the aggregated Dice (DSCagg, HECKTOR's ranking metric)
+  can be computed over patients.
 - **HD95**: undefined when either mask is empty -> ``NaN``; NaNs are left out of
   every mean (``hd95_mean`` of a case, and the means over cases), and
   ``hd95_<c>_n`` in the summary says how many cases a class mean is over.
@@ -29,7 +37,9 @@ from tqdm import tqdm
 
 from petite.device import resolve_device
 from petite.errors import UserError
+from petite.pemma.aggregate import aggregate
 from petite.pemma.segmentation import (
+    CLASSES,
     NUM_CLASSES,
     check_mode,
     predict,
@@ -37,8 +47,6 @@ from petite.pemma.segmentation import (
     stack_inputs,
 )
 
-#: Foreground classes scored: 1 primary tumour (GTVp), 2 nodes (GTVn).
-CLASSES: tuple[int, ...] = (1, 2)
 
 
 def _one_hot(mask: torch.Tensor) -> torch.Tensor:
@@ -55,8 +63,9 @@ def case_metrics(
     """Dice and HD95 per class of one predicted label map against the ground truth (see module docstring).
 
     ``pred`` and ``label`` are ``(X, Y, Z)`` (or ``(1, X, Y, Z)``) class-index
-    volumes.  Returns ``dice_<c>``, ``hd95_<c>`` for each class and their means
-    ``dice_mean``, ``hd95_mean`` (NaN-excluding; NaN if every class is NaN).
+    volumes.  Returns ``dice_<c>``, ``hd95_<c>`` for each class, the voxel
+    counts ``inter_<c>``, ``pred_<c>``, ``gt_<c>``, and the means ``dice_mean``,
+    ``hd95_mean`` (NaN-excluding; NaN if every class is NaN).
     """
     from monai.metrics import compute_dice, compute_hausdorff_distance
 
@@ -68,9 +77,12 @@ def case_metrics(
     dice = compute_dice(p1, g1, include_background=True, ignore_empty=False)[0]
     spacing_arg = None if spacing is None else [float(s) for s in spacing]
     out: dict[str, float] = {}
+    counts: dict[str, int] = {}
     dices, hds = [], []
     for c in classes:
-        out[f"dice_{c}"] = float(dice[c])
+        p, g = p1[0, c].bool(), g1[0, c].bool()
+        counts.update({f"inter_{c}": int((p & g).sum()), f"pred_{c}": int(p.sum()), f"gt_{c}": int(g.sum())})
+        out[f"dice_{c}"] = float(dice[c]) if counts[f"gt_{c}"] else math.nan
         dices.append(out[f"dice_{c}"])
         if p1[:, c].any() and g1[:, c].any():
             with warnings.catch_warnings():  # MONAI 1.5 deprecation noise from its own get_mask_edges call
@@ -82,14 +94,20 @@ def case_metrics(
         else:
             out[f"hd95_{c}"] = math.nan
         hds.append(out[f"hd95_{c}"])
-    out["dice_mean"] = float(np.mean(dices))
+    present = [d for d in dices if not math.isnan(d)]
+    out["dice_mean"] = float(np.mean(present)) if present else math.nan
     finite = [h for h in hds if not math.isnan(h)]
     out["hd95_mean"] = float(np.mean(finite)) if finite else math.nan
-    return out
+    return {**out, **counts}  # type: ignore[dict-item]
 
 
 def mean_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Mean over cases of every metric column, NaNs excluded; ``<col>_n`` counts the cases behind HD95 means."""
+    """Mean over cases of every metric column, NaNs excluded; ``<col>_n`` counts the cases behind each mean.
+
+    Dice columns are NaN where the class is absent in the ground truth and HD95
+    columns where either mask is empty, so ``dice_<c>_n`` and ``hd95_<c>_n``
+    differ from the number of cases whenever that happens.
+    """
     out: dict[str, float] = {}
     if not rows:
         return out
@@ -97,8 +115,7 @@ def mean_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     for key in keys:
         values = [float(r[key]) for r in rows if not math.isnan(float(r[key]))]
         out[key] = float(np.mean(values)) if values else math.nan
-        if key.startswith("hd95_"):
-            out[f"{key}_n"] = len(values)
+        out[f"{key}_n"] = len(values)
     return out
 
 
@@ -135,6 +152,7 @@ def evaluate_segmenter(
     blend: str = "constant",
     device: str | torch.device | None = None,
     progress: bool = False,
+    bootstrap_seed: int = 0,
 ) -> dict[str, Any]:
     """Segment every case with ``mode``'s images and score it (see the module docstring).
 
@@ -145,10 +163,13 @@ def evaluate_segmenter(
         roi: window size (default: the model's fixed input size; required for Swin UNETR).
         overlap, sw_batch_size, blend: ``sliding_window_inference`` options (``blend`` is its ``mode``).
         device: None/``"auto"``, ``"cpu"`` or ``"cuda"``; the model is moved there.
+        bootstrap_seed: seed of the bootstrap over patients (:func:`petite.pemma.aggregate.aggregate`).
 
     Returns:
         ``{"mode", "roi", "cases": [{"patient", "centre", "dice_1", "dice_2", "dice_mean",
-        "hd95_1", "hd95_2", "hd95_mean", "hd95_unit"}, ...], "mean": {...}}``.
+        "hd95_1", "hd95_2", "hd95_mean", "inter_1", "pred_1", "gt_1", ..., "hd95_unit"}, ...],
+        "mean": {...}, "hecktor": {...}}`` (``hecktor``: DSCagg, absent-class outcomes,
+        HD95 coverage and bootstrap intervals).
     """
     check_mode(mode)
     window = resolve_window(model, roi)
@@ -170,4 +191,5 @@ def evaluate_segmenter(
             rows.append(row)
     finally:
         model.train(was_training)
-    return {"mode": mode, "roi": list(window), "cases": rows, "mean": mean_metrics(rows)}
+    return {"mode": mode, "roi": list(window), "cases": rows, "mean": mean_metrics(rows),
+            "hecktor": aggregate(rows, seed=bootstrap_seed)}

@@ -3,9 +3,10 @@
 - :func:`pretrain`: a plain segmenter from scratch on one centre: CT-only
   (``inputs="ct"``, the model PEMMA later upgrades), PET-only (``"pet"``) or
   early fusion (``"ctpet"``, 2 channels); all weights train.
-- :func:`adapt`: PEMMA upgrade of a CT-only run (LoRA/DoRA + new PET parts),
-  trained with both modalities and the per-batch input mode drawn
-  (CT+PET 0.6, CT 0.2, PET 0.2).
+- :func:`adapt`: PEMMA upgrade of a CT-only run (by default the reference
+  design: CT and PET tokens concatenated, LoRA on attention, PET embedding and
+  skip, decoder and head train), trained with both modalities and the
+  per-batch input mode drawn (CT+PET 0.6, CT 0.2, PET 0.2).
 - :func:`continue_adapt`: continual adaptation of a PEMMA run to a new centre
   with one modality; only that modality's parts train
   (:data:`petite.pemma.upgrade.MODALITY_PARTS`), everything else, the CT
@@ -47,7 +48,7 @@ from petite.headneck.datalist import (
 from petite.pemma import runs
 from petite.pemma.baselines import LateFusion, build_baseline
 from petite.pemma.evaluate import evaluate_segmenter
-from petite.pemma.segmentation import check_mode
+from petite.pemma.segmentation import check_mode, resolve_window
 from petite.pemma.train import resolve_mode_probs, train_segmenter
 from petite.pemma.upgrade import MODALITY_PARTS, PEMMA, set_trainable, summary
 
@@ -204,6 +205,7 @@ def pretrain(
     split, entries = centre_split(data, centre, "train")
     torch.manual_seed(seed)
     model = build_baseline(kind, arch, preset, img_size=size)
+    resolve_window(model, size, "crop")  # a crop Swin cannot take fails here, in one line, before any loading
     cases = load_cases(data, split, entries, pet_norm, cache)
     cpu_start = time.process_time()
     result = train_segmenter(model, cases, inputs=inputs, steps=steps, crop=size, batch_size=batch_size, lr=lr,
@@ -226,20 +228,32 @@ def adapt(
     out: str | Path,
     *,
     method: str = "lora",
-    r: int = 8,
-    alpha: float = 16.0,
+    r: int | None = None,
+    alpha: float | None = None,
+    dropout: float | None = None,
+    targets: str | Sequence[str] = "reference",
+    fusion: str = "tokens",
+    train_decoder: bool = True,
     steps: int = 300,
     batch_size: int = 2,
     lr: float = 2e-3,
     seed: int = 0,
     mode_probs: str | Mapping[str, float] | None = None,
+    crop: int | Sequence[int] | None = None,
     device: str | None = "auto",
     val: bool = True,
     overwrite: bool = False,
     progress: bool = False,
     cache: CaseCache | None = None,
 ) -> dict[str, Any]:
-    """PEMMA-upgrade the CT-only run ``init`` with CT+PET of ``centre`` (modality dropout); write run ``out``."""
+    """PEMMA-upgrade the CT-only run ``init`` with CT+PET of ``centre`` (modality dropout); write run ``out``.
+
+    ``crop``: training crop and inference window (default: the CT run's).  Swin
+    UNETR takes any crop with one side above 32 voxels; UNETR only its own.
+    ``method``, ``r``, ``alpha``, ``dropout``, ``targets``, ``fusion``,
+    ``train_decoder``: the design (:class:`~petite.pemma.upgrade.PEMMA`; the
+    defaults are the reference one).
+    """
     base_config = runs.require_kind(init, ("ct",), "--init (the model to upgrade)")
     probs = parse_mode_probs(mode_probs)
     check_output_folder(out, overwrite)
@@ -247,18 +261,21 @@ def adapt(
     split, entries = centre_split(data, centre, "train")
     ct_model, _ = runs.load_run(init)
     torch.manual_seed(seed)
-    model = PEMMA(ct_model, method=method, r=r, alpha=alpha, fingerprint=False)
+    model = PEMMA(ct_model, method=method, r=r, alpha=alpha, dropout=dropout, targets=targets, fusion=fusion,
+                  train_decoder=train_decoder, fingerprint=False)
+    crop = list(resolve_window(model, base_config["crop"] if crop is None else parse_crop(crop), "crop"))
     probs = resolve_mode_probs(model, "ctpet", probs)
     pet_norm = base_config.get("pet_norm", "zscore")
     cases = load_cases(data, split, entries, pet_norm, cache)
     cpu_start = time.process_time()
-    result = train_segmenter(model, cases, inputs="ctpet", steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                             mode_probs=probs, progress=progress, device=device)
-    crop = list(base_config["crop"])
-    config = {"datalist": path, "centre": centre, "train_split": split, "inputs": "ctpet", "method": method, "r": r,
-              "alpha": alpha, "mode_probs": probs,
+    result = train_segmenter(model, cases, inputs="ctpet", steps=steps, crop=crop, batch_size=batch_size, lr=lr,
+                             seed=seed, mode_probs=probs, progress=progress, device=device)
+    config = {"datalist": path, "centre": centre, "train_split": split, "inputs": "ctpet", "method": method,
+              "peft": model.config["peft"], "fusion": fusion, "train_decoder": bool(train_decoder),
+              "mode_probs": probs,
               "crop": crop, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pet_norm": pet_norm,
-              "arch": base_config.get("arch"), "preset": base_config.get("preset"), "trained_groups": "all"}
+              "arch": base_config.get("arch"), "preset": base_config.get("preset"),
+              "trained_groups": list(model.default_groups)}
     final = _summary_final(model, result, "pemma", {"n_train": len(cases), "cpu_time_s": _cpu(cpu_start)})
     final["val"] = _validate(model, data, centre, "ctpet", crop, pet_norm, device, cache, val)
     model.to("cpu")
@@ -275,6 +292,7 @@ def continue_adapt(
     out: str | Path,
     *,
     modality: str = "pet",
+    crop: int | Sequence[int] | None = None,
     steps: int = 200,
     batch_size: int = 2,
     lr: float = 2e-3,
@@ -285,7 +303,10 @@ def continue_adapt(
     progress: bool = False,
     cache: CaseCache | None = None,
 ) -> dict[str, Any]:
-    """Continual adaptation of PEMMA run ``previous`` to ``centre`` with ``modality`` only (its parts alone train)."""
+    """Continual adaptation of PEMMA run ``previous`` to ``centre`` with ``modality`` only (its parts alone train).
+
+    ``crop``: training crop and inference window (default: the previous run's; see :func:`adapt`).
+    """
     if modality not in MODALITY_PARTS:
         raise UserError(f"--modality must be one of {', '.join(MODALITY_PARTS)} (the one modality the new "
                         f"centre has), got {modality!r}")
@@ -294,17 +315,19 @@ def continue_adapt(
     data, path = open_datalist(datalist)
     split, entries = centre_split(data, centre, "train")
     model, info = runs.load_run(previous)
+    crop = list(resolve_window(model, prev_config["crop"] if crop is None else parse_crop(crop), "crop"))
     groups = MODALITY_PARTS[modality]
     set_trainable(model, groups)
     pet_norm = prev_config.get("pet_norm", "zscore")
     cases = load_cases(data, split, entries, pet_norm, cache)
     cpu_start = time.process_time()
-    result = train_segmenter(model, cases, inputs=modality, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                             progress=progress, device=device)
-    crop = list(prev_config["crop"])
+    result = train_segmenter(model, cases, inputs=modality, steps=steps, crop=crop, batch_size=batch_size, lr=lr,
+                             seed=seed, progress=progress, device=device)
     config = {"datalist": path, "centre": centre, "train_split": split, "inputs": modality, "modality": modality,
               "parent": runs.run_link(Path(previous), Path(out)), "trained_groups": list(groups),
-              "method": prev_config.get("method"), "crop": crop, "steps": steps, "batch_size": batch_size,
+              "method": prev_config.get("method"), "peft": prev_config.get("peft"),
+              "fusion": info.get("pemma", {}).get("fusion", "channels"),
+              "train_decoder": bool(info.get("pemma", {}).get("train_decoder", False)), "crop": crop, "steps": steps, "batch_size": batch_size,
               "lr": lr, "seed": seed, "pet_norm": pet_norm, "arch": prev_config.get("arch"),
               "preset": prev_config.get("preset")}
     final = _summary_final(model, result, "pemma", {"n_train": len(cases), "trained_groups": list(groups),
@@ -340,7 +363,8 @@ def late(ct_run: str | Path, pet_run: str | Path, out: str | Path, *, weight: fl
 # ----------------------------------------------------------------------------- evaluation
 
 
-CASE_COLUMNS = ("patient", "centre", "dice_1", "dice_2", "dice_mean", "hd95_1", "hd95_2", "hd95_mean", "hd95_unit")
+CASE_COLUMNS = ("patient", "centre", "dice_1", "dice_2", "dice_mean", "hd95_1", "hd95_2", "hd95_mean", "hd95_unit",
+                "inter_1", "pred_1", "gt_1", "inter_2", "pred_2", "gt_2")
 
 
 def _cell(value: Any) -> str:
@@ -358,6 +382,7 @@ def evaluate(
     out: str | Path | None = None,
     pet_run: str | Path | None = None,
     late_weight: float = 0.5,
+    roi: int | Sequence[int] | None = None,
     overlap: float = 0.5,
     sw_batch_size: int = 4,
     device: str | None = "auto",
@@ -367,9 +392,12 @@ def evaluate(
     """Score a run (or a ``(model, info)`` pair from :func:`~petite.pemma.runs.load_run`) on ``split``.
 
     ``mode`` defaults to the run's own (ct / pet / ctpet); ``pet_run`` makes late
-    fusion of ``run`` (a CT-only run) with it.  With ``out``, writes
-    ``out/<split>_<mode>.csv`` (one row per case) and ``out/<split>_<mode>.json``
-    (cases, means and what was evaluated).  Returns that JSON's content.
+    fusion of ``run`` (a CT-only run) with it.  ``roi``: the sliding window (default:
+    the run's crop; Swin UNETR takes others, UNETR only its own).  With ``out``, writes
+    ``out/<split>_<mode>.csv`` (one row per case, voxel counts included) and
+    ``out/<split>_<mode>.json`` (cases, means, the HECKTOR summary of
+    :func:`petite.pemma.aggregate.aggregate` under ``hecktor``, and what was
+    evaluated).  Returns that JSON's content.
     """
     if isinstance(run, tuple):
         model, info = run
@@ -389,17 +417,18 @@ def evaluate(
     if mode not in info["modes"]:
         raise UserError(f"a {info['kind']!r} model takes input mode {' or '.join(info['modes'])}, not {mode!r}",
                         info.get("path"))
+    window = resolve_window(model, info["crop"] if roi is None else parse_crop(roi), "roi")
     data, path = open_datalist(datalist)
     entries = split_items(data, split)
     cases = load_cases(data, split, entries, info.get("pet_norm", "zscore"), cache)
     started, cpu_start = time.perf_counter(), time.process_time()
-    result = evaluate_segmenter(model, cases, mode, roi=info["crop"], overlap=overlap, sw_batch_size=sw_batch_size,
+    result = evaluate_segmenter(model, cases, mode, roi=window, overlap=overlap, sw_batch_size=sw_batch_size,
                                 device=device, progress=progress)
     report = {
         "run": info.get("path"), "kind": info["kind"], "datalist": path, "split": split, "mode": mode,
         "classes": {str(k): v for k, v in LABELS.items() if k}, "roi": result["roi"], "overlap": overlap,
         "n": len(cases), "seconds": round(time.perf_counter() - started, 2), "cpu_time_s": _cpu(cpu_start),
-        "mean": result["mean"], "cases": result["cases"],
+        "mean": result["mean"], "hecktor": result["hecktor"], "cases": result["cases"],
     }
     if "members" in info:
         report["members"] = info["members"]

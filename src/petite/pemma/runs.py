@@ -20,12 +20,15 @@ plus the weights of its kind (:data:`RUN_KINDS`):
     strict reload).
 ``pemma``
     ``pemma.safetensors``: only the tensors the CT base does not determine (LoRA /
-    DoRA tensors, PET embedding and skip, both adapters, both fusions; every
-    state-dict entry whose name, with ``backbone.`` and PEFT's ``.base_layer``
-    removed, is not a tensor of the base).  ``config.json["base"]`` names the CT
+    DoRA tensors, PET embedding and skip, adapters and fusions of the channels
+    design; every state-dict entry whose name, with ``backbone.`` and PEFT's
+    ``.base_layer`` removed, is not a tensor of the base), plus the decoder and
+    head when the design trains them (``config.json["pemma"]["train_decoder"]``).  ``config.json["base"]`` names the CT
     run (path relative to this folder, absolute path as a fallback) and the
     fingerprint of its ``model.safetensors``; ``config.json["pemma"]`` has the
-    PEFT spec and adapter width.  Reloading rebuilds the PEMMA model on the CT
+    PEFT spec, fusion, whether the decoder trains and the adapter width (runs
+    without ``fusion`` are read as the channels design with a frozen decoder).
+    Reloading rebuilds the PEMMA model on the CT
     base and loads these tensors: the outputs are bit-identical, and a run
     refuses a base whose fingerprint changed.  A continual adaptation
     (``parent``, ``trained_groups``) is again a complete ``pemma`` run on the same base.
@@ -55,7 +58,7 @@ from petite.errors import UserError
 from petite.models import fingerprint, load_model, save_model
 from petite.models.checkpoint import read_sidecar
 from petite.pemma.baselines import LateFusion
-from petite.pemma.upgrade import PEMMA
+from petite.pemma.upgrade import PEMMA, decoder_state_names
 
 FORMAT = "petite-mm-run/1"
 CONFIG_FILE = "config.json"
@@ -84,6 +87,14 @@ def write_metrics(folder: str | Path, rows: Sequence[Mapping[str, Any]]) -> None
 def _base_name(name: str) -> str:
     # "backbone.vit.blocks.0.attn.to_q.base_layer.weight" -> "vit.blocks.0.attn.to_q.weight"
     return name.removeprefix("backbone.").replace(".base_layer.", ".")
+
+
+def _own_names(model: nn.Module, base_keys: set[str]) -> set[str]:
+    """State-dict names a PEMMA run stores: what the base lacks, plus the decoder when the design trains it."""
+    own = {n for n in model.state_dict() if _base_name(n) not in base_keys}
+    if model.config.get("train_decoder"):
+        own.update(decoder_state_names(model))
+    return own
 
 
 def _checkpoint_keys(weights: Path) -> set[str]:
@@ -139,12 +150,13 @@ def save_run(folder: str | Path, model: nn.Module, kind: str, config: Mapping[st
         base = Path(base_run)
         meta = read_sidecar(base / "model")
         base_keys = _checkpoint_keys(base / "model.safetensors")
-        tensors = {n: t.detach().to("cpu").contiguous().clone() for n, t in model.state_dict().items()
-                   if _base_name(n) not in base_keys}
+        own = _own_names(model, base_keys)
+        tensors = {n: t.detach().to("cpu").contiguous().clone() for n, t in model.state_dict().items() if n in own}
         with atomic_path(folder / PEMMA_WEIGHTS) as tmp:
             save_file(tensors, str(tmp), metadata={"format": FORMAT})
         cfg["base"] = {**run_link(base, where), "fingerprint": meta["fingerprint"]}
         cfg["pemma"] = {"peft": model.config["peft"], "adapter_dim": model.config["adapter_dim"],
+                        "fusion": model.config["fusion"], "train_decoder": model.config["train_decoder"],
                         "arch": model.arch, "base_model": model.config["base"]}
         cfg["pemma_fingerprint"] = fingerprint(tensors)
     else:  # late
@@ -259,7 +271,10 @@ def _load_pemma(path: Path, config: Mapping[str, Any]) -> tuple[nn.Module, Path]
     options = config.get("pemma") or {}
     if "peft" not in options:
         raise UserError("PEMMA run config lacks 'pemma.peft'", config_path)
-    model = PEMMA(ct_model, peft=options["peft"], adapter_dim=options.get("adapter_dim"), fingerprint=False)
+    # Runs made before the reference design became the default have neither key: channels, frozen decoder.
+    fusion, train_decoder = options.get("fusion", "channels"), bool(options.get("train_decoder", False))
+    model = PEMMA(ct_model, peft=options["peft"], adapter_dim=options.get("adapter_dim"), fusion=fusion,
+                  train_decoder=train_decoder, fingerprint=False)
     weights = path / PEMMA_WEIGHTS
     if not weights.is_file():
         raise UserError("PEMMA weights not found", weights)
@@ -271,7 +286,7 @@ def _load_pemma(path: Path, config: Mapping[str, Any]) -> tuple[nn.Module, Path]
         raise UserError("tensors do not match the fingerprint in config.json", weights)
     state = model.state_dict()
     base_keys = _checkpoint_keys(base / "model.safetensors")
-    expected = {n for n in state if _base_name(n) not in base_keys}
+    expected = _own_names(model, base_keys)
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
         raise UserError(f"PEMMA tensors do not fit the model: {len(missing)} missing, {len(extra)} unexpected "

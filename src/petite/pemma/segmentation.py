@@ -23,6 +23,7 @@ and MONAI's single-tensor sliding-window inference treat every model alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,11 +33,14 @@ from torch import nn
 
 from petite.errors import UserError
 from petite.models import build_model
+from petite.models.swin import SWIN_MULTIPLE, SwinUNETR
 
 #: Input modes: both modalities, CT alone, PET alone.
 MODES: tuple[str, ...] = ("ctpet", "ct", "pet")
 #: Output classes: background, primary tumour (GTVp), lymph nodes (GTVn).
 NUM_CLASSES = 3
+#: Foreground classes scored: 1 primary tumour (GTVp), 2 nodes (GTVn).
+CLASSES: tuple[int, ...] = (1, 2)
 #: Architectures :func:`build_segmenter` knows.
 ARCHS: tuple[str, ...] = ("unetr", "swin_unetr")
 
@@ -107,7 +111,29 @@ def resolve_window(model: nn.Module, size: int | Sequence[int] | None, name: str
         raise UserError(f"{name} must be three positive integers, got {size!r}")
     if fixed is not None and window != fixed:
         raise UserError(f"{name} {list(window)} differs from the model's input size {list(fixed)}")
-    return window  # type: ignore[return-value]
+    return check_window(model, window, name)  # type: ignore[arg-type]
+
+
+def uses_swin(model: nn.Module) -> bool:
+    """Whether a Swin UNETR runs inside ``model`` (itself, PEMMA's backbone, a late-fusion member)."""
+    return any(isinstance(m, SwinUNETR) for m in model.modules())
+
+
+def check_window(model: nn.Module, window: Sequence[int], name: str = "crop") -> tuple[int, int, int]:
+    """``window`` if ``model`` can run on it; UserError naming the minimum otherwise.
+
+    Swin UNETR pads its input to a multiple of 32 (patch 2, four 2x merges),
+    so a window of at most 32 voxels on every side leaves a 1x1x1 bottleneck,
+    where the InstanceNorm of its last encoder block has one value per channel
+    and fails (a raw ``ValueError`` deep inside torch).  One side of 33 voxels
+    or more is enough; multiples of 32 waste nothing on padding.
+    """
+    size = tuple(int(s) for s in window)
+    if uses_swin(model) and math.prod(-(-s // SWIN_MULTIPLE) for s in size) <= 1:
+        raise UserError(f"{name} {list(size)} is too small for Swin UNETR: it downsamples by {SWIN_MULTIPLE} and "
+                        f"needs more than one bottleneck voxel; the minimum is {SWIN_MULTIPLE + 1} voxels along one "
+                        f"axis (e.g. {SWIN_MULTIPLE},{SWIN_MULTIPLE},{2 * SWIN_MULTIPLE} or 64,64,64)")
+    return size  # type: ignore[return-value]
 
 
 def stack_inputs(case: Mapping[str, Any], mode: str) -> torch.Tensor:

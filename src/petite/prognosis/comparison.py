@@ -25,7 +25,7 @@ from petite.headneck.datalist import read_mm_datalist, split_names
 from petite.headneck.synthetic import SOURCE as SYNTHETIC_SOURCE
 from petite.headneck.synthetic import simulate_hn
 from petite.prognosis.crossval import cross_validate, stratified_folds
-from petite.prognosis.evaluation import c_index_or_nan, mean_std
+from petite.prognosis.evaluation import bootstrap_c_index, c_index_or_nan, mean_std
 from petite.prognosis.features import extract_features, feature_names, load_cases
 from petite.prognosis.outcome import outcome_of
 from petite.prognosis.plots import km_figure
@@ -44,10 +44,18 @@ def _fmt(mean: float, std: float, digits: int = 3) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _pooled(row: Mapping[str, Any]) -> str:
+    """Seed 0's pooled out-of-fold C-index with its bootstrap interval (``"-"`` where there is none)."""
+    values, ci = row.get("pooled_c_index"), row.get("pooled_c_index_ci")
+    if not values or math.isnan(values[0]):
+        return "-"
+    return f"{values[0]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
 def _table(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     """(plain text, markdown) of the comparison rows."""
-    header = ["Setting", "Features", "C-index", "IBS", "Seeds"]
-    body = [[r["setting"], r["features"], _fmt(r["c_index_mean"], r["c_index_std"]),
+    header = ["Setting", "Features", "C-index", "Pooled OOF C-index [95 % CI]", "IBS", "Seeds"]
+    body = [[r["setting"], r["features"], _fmt(r["c_index_mean"], r["c_index_std"]), _pooled(r),
              _fmt(r["ibs_mean"], r["ibs_std"]), str(len(r["c_index"]))] for r in rows]
     return render_table(header, body)
 
@@ -98,8 +106,8 @@ def demo_step(out_dir: str | Path, datalist: str | Path | Mapping[str, Any], mod
     cross-validation over the whole cohort (folds drawn from the seed; head
     initialisation from the seed); a seed's C-index and IBS are the means over
     its folds; the table gives mean ± std over ``seeds``.  ``references``
-    adds two rows for reading the table: clinical variables alone and the
-    oracle (the true linear predictor of the hazard model, synthetic data only; no training).
+    adds rows for reading the table: clinical variables alone (MLP and ridge
+    linear Cox) and the oracle (the true linear predictor of the hazard model, synthetic data only; no training).
     Writes ``out_dir/report/prognosis_km.png`` (CT+PET+clinical, seed 0's
     out-of-fold risks, median split), ``prognosis.json`` and ``prognosis.md``.
     ``quick`` (the demo's smoke test): at most 24 patients, 2 seeds, 2 folds, 30 epochs.
@@ -133,20 +141,24 @@ def demo_step(out_dir: str | Path, datalist: str | Path | Mapping[str, Any], mod
              f"{seconds[f'features_{key}']:.1f} s")
     del cases
     tick = time.perf_counter()
-    settings = [(name, *DEMO_SETTINGS[name]) for name in DEMO_SETTINGS]
+    settings = [(name, *DEMO_SETTINGS[name], "mlp") for name in DEMO_SETTINGS]
+    settings.append(("CT+PET+clinical, linear Cox branch", "pemma", "ctpet", True, "linear"))
     if references:
-        settings.append(("clinical only (reference)", None, None, True))
+        settings.append(("clinical only (reference)", None, None, True, "mlp"))
+        settings.append(("clinical only, ridge Cox (reference)", None, None, True, "linear"))
     rows: list[dict[str, Any]] = []
     oof: dict[str, np.ndarray] = {}
-    for name, key, mode, use_clinical in settings:
+    for name, key, mode, use_clinical, branch in settings:
         feats = features[key] if key else None
         result = cross_validate(feats, records, t, e, use_clinical=use_clinical, seeds=seeds, folds=folds,
-                                epochs=int(epochs), **({"names": names[key]} if key else {}))
-        described = (f"{key} model, {mode} mode" if key else "none") + (" + clinical" if use_clinical else "")
+                                epochs=int(epochs), clinical_branch=branch, **({"names": names[key]} if key else {}))
+        described = ((f"{key} model, {mode} mode" if key else "none")
+                     + (f" + clinical ({'MLP' if branch == 'mlp' else 'ridge linear Cox'})" if use_clinical else ""))
         c_mean, c_std = mean_std(result["c_index"])
         i_mean, i_std = mean_std(result["ibs"])
         rows.append({"setting": name, "features": described, "c_index": result["c_index"], "ibs": result["ibs"],
-                     "c_index_mean": c_mean, "c_index_std": c_std, "ibs_mean": i_mean, "ibs_std": i_std})
+                     "c_index_mean": c_mean, "c_index_std": c_std, "ibs_mean": i_mean, "ibs_std": i_std,
+                     "pooled_c_index": result["pooled_c_index"], "pooled_c_index_ci": result["pooled_c_index_ci"]})
         oof[name] = result["oof_risk"]
         echo(f"prognosis: {name}: C-index {_fmt(c_mean, c_std)}, IBS {_fmt(i_mean, i_std)}")
     if references and all(isinstance(i.get("facts", {}).get("hazard"), dict) for i in items):
@@ -159,19 +171,31 @@ def demo_step(out_dir: str | Path, datalist: str | Path | Mapping[str, Any], mod
         c_mean, c_std = mean_std(c_oracle)
         rows.append({"setting": "oracle (true hazard, reference)", "features": "true linear predictor",
                      "c_index": c_oracle, "ibs": [math.nan] * len(seeds), "c_index_mean": c_mean,
-                     "c_index_std": c_std, "ibs_mean": math.nan, "ibs_std": math.nan})
+                     "c_index_std": c_std, "ibs_mean": math.nan, "ibs_std": math.nan,
+                     "pooled_c_index": [c_index_or_nan(t, eta, e)],
+                     "pooled_c_index_ci": bootstrap_c_index(t, eta, e)})
     seconds["heads"] = time.perf_counter() - tick
     report = out_dir / "report"
     report.mkdir(parents=True, exist_ok=True)
-    km_png = report / "prognosis_km.png"
-    km = km_figure(km_png, t, e, oof["CT+PET+clinical"], threshold=float(np.median(oof["CT+PET+clinical"])),
-                   title=f"CT+PET+clinical, out-of-fold risk (seed {seeds[0]}, {folds}-fold CV)")
+    km_png: Path | None = report / "prognosis_km.png"
+    # Threshold 0 = each fold's training median (crossval module docstring): no test patient sets it, so
+    # every patient may land on one side, and then there is no figure to draw.
+    high = oof["CT+PET+clinical"] > 0
+    if high.any() and not high.all():
+        km = km_figure(km_png, t, e, oof["CT+PET+clinical"], threshold=0.0,
+                       title=f"CT+PET+clinical, out-of-fold risk (seed {seeds[0]}, {folds}-fold CV, training-fold "
+                             f"median split)")
+    else:
+        km_png, km = None, {"p_value": None}
+        echo("prognosis: every out-of-fold risk falls on one side of its training median; no Kaplan-Meier figure")
     table, markdown = _table(rows)
     seconds["total"] = time.perf_counter() - started
     note = (f"Relapse-free survival, {cohort}; {int(e.sum())} relapses. Survival heads on frozen encoder features "
             f"(window region {region!r}), {folds}-fold stratified CV repeated over seeds {seeds}; "
-            f"mean ± std over seeds of the per-seed mean over folds. Higher C-index, lower IBS is better.")
-    result = {"rows": rows, "table": table, "markdown": markdown, "note": note, "km_png": str(km_png),
+            f"mean ± std over seeds of the per-seed mean over folds; pooled: all out-of-fold risks of seed {seeds[0]} "
+            f"scored together, 95 % percentile bootstrap over patients. Higher C-index, lower IBS is better.")
+    result = {"rows": rows, "table": table, "markdown": markdown, "note": note,
+              "km_png": None if km_png is None else str(km_png),
               "logrank_p": km["p_value"], "cohort": cohort, "n": len(items), "events": int(e.sum()),
               "seeds": seeds, "folds": folds, "region": region, "seconds": seconds}
     write_json(report / "prognosis.json", result)

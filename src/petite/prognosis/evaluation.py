@@ -6,7 +6,8 @@ censoring distribution and Breslow baseline from the training data) on 40
 times evenly spaced between the 10th and 80th percentiles of the evaluated
 patients' times (kept where the training censoring survival is positive,
 :func:`brier_times`), and Kaplan-Meier curves of the predicted low/high-risk
-halves (threshold: the training patients' median ensemble risk) with the
+halves (threshold: the training patients' median ensemble risk, never the
+evaluated patients'; no figure when it does not split them) with the
 log-rank p-value, as PNG.  NaN where a measure is undefined (no comparable
 pair; too few distinct times for the IBS grid).
 """
@@ -65,6 +66,29 @@ def c_index_or_nan(t: np.ndarray, risk: np.ndarray, e: np.ndarray) -> float:
         return math.nan
 
 
+def bootstrap_c_index(t: np.ndarray, risk: np.ndarray, e: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
+                      seed: int = 0) -> list[float] | None:
+    """Percentile bootstrap interval of Harrell's C over patients (resampled with replacement, seeded).
+
+    Resamples without a comparable pair are dropped; ``None`` when none is left.
+    Same inputs and seed, same interval.
+    """
+    if int(n_boot) < 1 or not 0.0 < float(level) < 1.0:
+        raise UserError(f"bootstrap needs n_boot >= 1 and 0 < level < 1, got {n_boot} and {level}")
+    t, risk, e = np.asarray(t, dtype=float), np.asarray(risk, dtype=float), np.asarray(e)
+    rng = np.random.default_rng(int(seed))
+    values = []
+    for _ in range(int(n_boot)):
+        pick = rng.integers(0, t.size, t.size)
+        value = c_index_or_nan(t[pick], risk[pick], e[pick])
+        if not math.isnan(value):
+            values.append(value)
+    if not values:
+        return None
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation of the non-NaN ``values`` (std 0 for one value; NaNs for none)."""
     finite = [v for v in values if not math.isnan(v)]
@@ -101,16 +125,17 @@ def evaluate_prognosis(heads: PrognosisHeads, features: Any, clinical: Sequence[
         "ibs_times": [float(grid[0]), float(grid[-1])] if grid.size else None,
         "km_png": None, "logrank_p": math.nan, "threshold": None, "risk": ensemble.tolist(),
     }
+    # The training patients' median only: falling back to the evaluated patients' median (as this did) would
+    # let the test set choose its own split.  When the training threshold puts everyone on one side, there is
+    # no KM figure and no log-rank test.
     threshold = float(np.median(heads.train_risk.mean(axis=0)))
-    if (ensemble > threshold).all() or not (ensemble > threshold).any():
-        threshold = float(np.median(ensemble))
+    out["threshold"] = threshold
     high = ensemble > threshold
     if high.any() and not high.all():
-        out["threshold"] = threshold
         out["logrank_p"] = logrank_test(t[~high], e[~high], t[high], e[high])[1]
         if km_png is not None:
             out["km_png"] = km_figure(km_png, t, e, ensemble, threshold=threshold, title=title)["path"]
     return out
 
 
-__all__ = ["brier_times", "c_index_or_nan", "evaluate_prognosis", "mean_std"]
+__all__ = ["bootstrap_c_index", "brier_times", "c_index_or_nan", "evaluate_prognosis", "mean_std"]

@@ -89,12 +89,18 @@ def _encoder_site(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor],
     """(module whose output is hooked, output -> (B, C, x, y, z) map, C)."""
     bb = _backbone(model)
     name = (getattr(bb, "config", None) or {}).get("name")
+    # PEMMA's token design runs CT and PET tokens side by side through the encoder; the features are the
+    # sum of the two halves, as the decoder sees them (PEMMA.merge_sequence).
+    tokens_design = isinstance(model, PEMMA) and model.fusion_kind == "tokens"
     if name == "unetr":
         feat = tuple(int(f) for f in bb.feat_size)
         n = int(np.prod(feat))
 
         def to_map(out: torch.Tensor) -> torch.Tensor:
-            tokens = out[:, -n:]  # VPT prompts (if any) sit in front
+            if tokens_design and out.shape[1] == 2 * n:
+                tokens = PEMMA.merge_sequence(out, 2, dim=1)
+            else:
+                tokens = out[:, -n:]  # VPT prompts (if any) sit in front
             return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *feat)
 
         return bb.vit.norm, to_map, int(bb.hidden_size)
@@ -102,7 +108,10 @@ def _encoder_site(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor],
         sv = bb.swinViT
 
         def to_map(out: torch.Tensor) -> torch.Tensor:
-            return sv.proj_out(out, True)
+            fmap = sv.proj_out(out, True)
+            if tokens_design and model.last_parts == 2:  # type: ignore[union-attr]
+                fmap = PEMMA.merge_sequence(fmap, 2, dim=-1)
+            return fmap
 
         return sv.layers4[0], to_map, 16 * int(bb.config["feature_size"])
     raise UserError(f"prognosis features need a UNETR or Swin UNETR segmenter, not {name or type(bb).__name__!r}")

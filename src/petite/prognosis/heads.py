@@ -29,7 +29,7 @@ from petite.errors import UserError
 from petite.headneck.clinical import VARIABLES, clinical_matrix, impute
 from petite.prognosis.features import RADIOMICS
 from petite.prognosis.outcome import check_outcome
-from petite.prognosis.survival_head import SurvivalHead, fit_survival_head, predict_risk
+from petite.prognosis.survival_head import CLINICAL_BRANCHES, SurvivalHead, fit_survival_head, predict_risk
 
 
 def _check_records(records: Sequence[Mapping[str, Any] | None], patients: Sequence[str] | None = None) -> None:
@@ -116,8 +116,8 @@ def train_prognosis(features: Any, clinical: Sequence[Mapping[str, Any]] | None,
                     use_clinical: bool = False, use_imaging: bool = True, seeds: Sequence[int] = (0,),
                     names: Sequence[str] | None = None, clinical_columns: Sequence[str] = VARIABLES,
                     deep_components: int | None = 8, hidden: int = 16, dropout: float = 0.3, epochs: int = 60,
-                    lr: float = 3e-3, weight_decay: float = 1e-2,
-                    patients: Sequence[str] | None = None) -> PrognosisHeads:
+                    lr: float = 3e-3, weight_decay: float = 1e-2, clinical_branch: str = "mlp",
+                    ridge: float = 0.1, patients: Sequence[str] | None = None) -> PrognosisHeads:
     """Train one survival head per seed on ``features`` (n, d) and/or the ``clinical`` records.
 
     ``time`` (days, > 0) and ``event`` (0/1) are the training outcome.  ``names``:
@@ -125,7 +125,9 @@ def train_prognosis(features: Any, clinical: Sequence[Mapping[str, Any]] | None,
     and encoder columns before them, as :func:`~petite.prognosis.features.extract_features` makes them);
     encoder columns are reduced to ``deep_components`` PCA scores (``None``:
     no reduction).  ``use_clinical``: fuse the ``clinical_columns`` of the
-    records (imputed and standardised, statistics fitted here).
+    records (imputed and standardised, statistics fitted here) through
+    ``clinical_branch``: ``"mlp"`` (default) or ``"linear"`` (a ridge-penalised
+    linear Cox term, penalty ``ridge``; see :mod:`petite.prognosis.survival_head`).
     See the module docstring.
 
     Raises:
@@ -133,6 +135,10 @@ def train_prognosis(features: Any, clinical: Sequence[Mapping[str, Any]] | None,
     """
     if not use_imaging and not use_clinical:
         raise UserError("choose imaging features, clinical variables or both")
+    if clinical_branch not in CLINICAL_BRANCHES:
+        raise UserError(f"unknown clinical branch {clinical_branch!r}; choose one of {', '.join(CLINICAL_BRANCHES)}")
+    if not ridge >= 0:
+        raise UserError(f"ridge must be >= 0, got {ridge}")
     t, e = check_outcome(time, event)
     n = t.size
     if n < 2 or e.sum() < 1:
@@ -170,13 +176,14 @@ def train_prognosis(features: Any, clinical: Sequence[Mapping[str, Any]] | None,
                            train_risk=np.zeros((0, n)),
                            options={"hidden": int(hidden), "dropout": float(dropout), "epochs": int(epochs),
                                     "lr": float(lr), "weight_decay": float(weight_decay),
-                                    "deep_components": deep_components})
+                                    "deep_components": deep_components, "clinical_branch": clinical_branch,
+                                    "ridge": float(ridge)})
     x = model.imaging_matrix(x_raw) if use_imaging else None
     c = model.clinical_input(clinical, patients) if use_clinical else None
     risks = []
     for seed in seeds:
         head = SurvivalHead(0 if x is None else x.shape[1], 0 if c is None else c.shape[1], hidden=int(hidden),
-                            dropout=float(dropout))
+                            dropout=float(dropout), clinical_branch=clinical_branch, ridge=float(ridge))
         info = fit_survival_head(head, x, c, t, e, epochs=int(epochs), lr=float(lr),
                                  weight_decay=float(weight_decay), seed=seed)
         model.heads.append(head)
