@@ -104,11 +104,13 @@ def test_submitit_local_sweep_interrupted_then_resumed(study_dir: Path, tmp_path
         submit_sweep(Study.load(path), out, executor="submitit-local", poll_s=0.2,
                      echo=interrupt_when_lora_is_submitted)
     assert any(line.startswith("[1/3] done pretrain/unetr-tiny/a") for line in lines), lines
-    assert not list(out.glob("runs/**/final.json"))  # the fine-tunings were cancelled with it
+    # The fine-tunings in flight are cancelled with it; a tiny one may have finished first on a fast machine.
+    finished = len(list(out.glob("runs/**/final.json")))
+    assert finished < 2
 
     again = run_cli(["sweep", path, "--out", out, "--executor", "submitit-local", "--poll-seconds", "0.2"], capsys)
     assert again.code == 0, again.err
-    assert "3 jobs, 1 already finished, 2 to run on submitit-local" in again.out
+    assert f"3 jobs, {1 + finished} already finished, {2 - finished} to run on submitit-local" in again.out
     assert sorted(str(p.parent.relative_to(out)) for p in out.glob("runs/**/final.json")) == [
         "runs/unetr-tiny/a-to-a/lora/seed0", "runs/unetr-tiny/a-to-a/no-ft/seed0"]
 
