@@ -1,8 +1,8 @@
-"""The least-squares gain the filter baselines share."""
+"""What the filter baselines share: the least-squares gain and the grid search over a filter's strength."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -27,3 +27,17 @@ def check_subjects(what: str, *columns: Sequence[object]) -> None:
     """UserError unless every column holds the same, non-zero number of subjects."""
     if not columns[0] or len({len(c) for c in columns}) != 1:
         raise UserError(f"fitting the {what} baseline needs at least one subject with every volume")
+
+
+def fit_strength_and_gain(what: str, strengths: Sequence[float], smooth: Callable[[np.ndarray, float], np.ndarray],
+                          shorts: Sequence[np.ndarray], longs: Sequence[np.ndarray],
+                          masks: Sequence[np.ndarray]) -> tuple[float, float]:
+    """``(strength, gain)`` from ``strengths`` with the least squared error of ``gain * smooth(short, strength)``
+    against the long scans inside the masks (the gain in closed form for each strength)."""
+    check_subjects(what, shorts, longs, masks)
+    fits = []
+    for strength in strengths:
+        gain, err = least_squares_gain([smooth(s, strength) for s in shorts], longs, masks)
+        fits.append((err, float(strength), gain))
+    _, strength, gain = min(fits)
+    return strength, gain

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from petite.baselines.fitting import check_subjects, least_squares_gain
+from petite.baselines.fitting import fit_strength_and_gain
 
 #: Filter widths tried by :meth:`GaussianFilter.fit`, in voxels (0 = no smoothing, gain only).
 SIGMAS: tuple[float, ...] = (0.0, 0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
@@ -40,12 +40,8 @@ class GaussianFilter:
     def fit(cls, shorts: Sequence[np.ndarray], longs: Sequence[np.ndarray], masks: Sequence[np.ndarray],
             sigmas: Sequence[float] = SIGMAS) -> GaussianFilter:
         """The sigma (from ``sigmas``) and gain with the least squared error inside the masks."""
-        check_subjects("Gaussian", shorts, longs, masks)
-        fits = []
-        for sigma in sigmas:
-            gain, err = least_squares_gain([cls(sigma, 1.0).apply(s) for s in shorts], longs, masks)
-            fits.append((err, float(sigma), gain))
-        _, sigma, gain = min(fits)
+        sigma, gain = fit_strength_and_gain("Gaussian", sigmas, lambda s, sigma: cls(sigma, 1.0).apply(s),
+                                            shorts, longs, masks)
         return cls(sigma=sigma, gain=gain)
 
 

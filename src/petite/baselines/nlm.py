@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from petite.baselines.fitting import check_subjects, least_squares_gain
+from petite.baselines.fitting import fit_strength_and_gain
 
 #: Filter strengths tried, as multiples of each scan's estimated noise standard deviation.
 H_FACTORS: tuple[float, ...] = (0.15, 0.25, 0.4, 0.6, 0.8, 1.0)  # below 0.4 too: it won on the demo data
@@ -63,12 +63,7 @@ class NonLocalMeans:
     def fit(cls, shorts: Sequence[np.ndarray], longs: Sequence[np.ndarray], masks: Sequence[np.ndarray],
             h_factors: Sequence[float] = H_FACTORS) -> NonLocalMeans:
         """The strength (from ``h_factors``) and gain with the least squared error inside the masks."""
-        check_subjects("NLM", shorts, longs, masks)
-        fits = []
-        for h in h_factors:
-            gain, err = least_squares_gain([_denoise(s, h) for s in shorts], longs, masks)
-            fits.append((err, float(h), gain))
-        _, h, gain = min(fits)
+        h, gain = fit_strength_and_gain("NLM", h_factors, _denoise, shorts, longs, masks)
         return cls(h_factor=h, gain=gain)
 
 
