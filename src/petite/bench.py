@@ -236,53 +236,19 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
 
 
 def _make_step(model: nn.Module, spec: Any, precision: str, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], Any]:
-    """One optimisation step as :mod:`petite.engine.steps` takes it (see module docstring)."""
-    from petite.engine.efficiency import autocast, grad_scaler
-    from petite.models.cvtgan import discriminator_loss, generator_loss
+    """The engine's own optimisation step (:func:`petite.engine.steps.make_step`), so the bench times what
+    training runs: AdamW (weight decay 0.01) on the trained tensors at a constant learning rate; the GAN's
+    discriminator trains (pix2pix Adam) under ``full`` and stays frozen in eval mode under PEFT."""
+    from petite.engine.config import TrainConfig
+    from petite.engine.steps import is_gan, make_step
 
-    scaler = grad_scaler(device, precision)
-    disc = getattr(model, "discriminator", None)
-    if not isinstance(disc, nn.Module):
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-        def regression(short: torch.Tensor, long: torch.Tensor) -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            with autocast(device, precision):
-                loss = F.l1_loss(model(short), long)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            return loss.detach()
-
-        return regression
-
-    train_disc = bool(spec.full)
-    disc.requires_grad_(train_disc)
-    disc_params = [p for p in disc.parameters() if p.requires_grad]
-    disc_ids = {id(p) for p in disc.parameters()}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad and id(p) not in disc_ids], lr=1e-4)
-    disc_opt = torch.optim.Adam(disc_params, lr=1e-4, betas=(0.5, 0.999)) if train_disc else None
-    if not train_disc:
-        disc.eval()  # frozen under PEFT: BatchNorm statistics fixed, as in the engine
-
-    def gan(short: torch.Tensor, long: torch.Tensor) -> torch.Tensor:
-        with autocast(device, precision):
-            fake = model(short)
-        if disc_opt is not None:
-            disc_opt.zero_grad(set_to_none=True)
-            with autocast(device, precision):
-                d_loss = discriminator_loss(disc(short, long), disc(short, fake.detach()))
-            scaler.scale(d_loss).backward()
-            scaler.step(disc_opt)
-        opt.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            loss = generator_loss(disc(short, fake), fake, long)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        return loss.detach()
-
-    return gan
+    cfg = TrainConfig(optimizer="adamw", schedule="constant", precision=precision, amp=False)
+    disc_ids = {id(p) for p in model.discriminator.parameters()} if is_gan(model) else set()
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in disc_ids]
+    step = make_step(model, cfg, [{"params": params, "lr": 1e-4, "weight_decay": 0.01}], total_steps=1,
+                     device=device, world=1, train_discriminator=bool(spec.full))
+    step.train_mode()
+    return step
 
 
 def _loss_for_profile(model: nn.Module, short: torch.Tensor, long: torch.Tensor) -> torch.Tensor:
