@@ -249,13 +249,12 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     Measured: 26 min on 2 CPU cores (pre-training 1100 steps, 17 min).  ``precision``: autocast of every training step (``bf16`` is faster
     on CPUs with AMX or AVX-512 BF16, much slower on CPUs without; evaluation stays in float32).
     """
-    from petite.baselines.predictors import calibrated_predictor, filter_predictor, fit_calibration, fit_gaussian
+    from petite.baselines.predictors import filter_predictor, fit_gaussian
     from petite.data.datalist import read_datalist
     from petite.data.simulate import SimulationRequest, run_simulation
     from petite.engine.config import TrainConfig
     from petite.engine.efficiency import check_precision
-    from petite.engine.evaluate import evaluate, input_predictor, iter_scans, model_predictor
-    from petite.engine.infer import load_predictor
+    from petite.engine.evaluate import evaluate, iter_scans
     from petite.engine.train import train
     from petite.parallel import WorkerPool
 
@@ -313,41 +312,40 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
           f"({'converged' if pretrain_final['converged'] else 'hit the cap'}, best at step "
           f"{pretrain_final['best_step']}); {gate['verdict']}")
 
-    # 3. Baselines on the target's test subjects.
-    t = time.perf_counter()
-    target_datalist, source_datalist = read_datalist(datalists["target"]), read_datalist(datalists["source"])
-    test = list(iter_scans(target_datalist, "test"))
-    fit_target = list(iter_scans(target_datalist, "finetune_train"))
-    fit_source = list(iter_scans(source_datalist, "pretrain_train"))
-    gauss_target, gauss_source = fit_gaussian(fit_target), fit_gaussian(fit_source)
-    stage("baselines", f"on {len(test)} test subjects of scanner {target.id}: Gaussian filters fitted on "
-          f"{target.id} (sigma {gauss_target.sigma:g} voxel, gain {gauss_target.gain:.3f}) and on {source.id} "
-          f"(sigma {gauss_source.sigma:g}, gain {gauss_source.gain:.3f}); No-FT; No-FT + calibration")
-    source_model = load_predictor(runs / "pretrain")
-    no_ft = model_predictor(source_model, crop)
-    calibration = fit_calibration(fit_target, no_ft)
-    rows: dict[str, dict[str, Any]] = {
-        "Short scan (input)": _row("Short scan (input)", evaluate(test, input_predictor)),
-        f"Gaussian filter (fitted on {target.id})": _row(
-            f"Gaussian filter (fitted on {target.id})", evaluate(test, filter_predictor(gauss_target)),
-            sigma=gauss_target.sigma, gain=gauss_target.gain),
-        f"Gaussian filter (fitted on {source.id})": _row(
-            f"Gaussian filter (fitted on {source.id})", evaluate(test, filter_predictor(gauss_source)),
-            sigma=gauss_source.sigma, gain=gauss_source.gain),
-    }
-    timings["baselines"] = time.perf_counter() - t
-
-    # 4. Fine-tuning on the target: No-FT here (it trains nothing), Full-FT and PETITE side by side.
+    # 3. Baselines on the target's test subjects.  The No-FT run (a fine-tuning that trains nothing) scores the
+    # short scan, the Gaussian filter fitted on the target's fine-tuning subjects and No-FT + calibration in its
+    # final.json; only the filter fitted on the source is the demo's own.
     t = time.perf_counter()
     configs = {label: dict(datalist=str(datalists["target"]), out=str(runs / label.lower()), spec=spec,
                            init=str(runs / "pretrain"), train_split="finetune_train", val_split="finetune_val",
                            max_steps=size.finetune_max_steps if spec != "none" else 0,
                            val_every=size.finetune_val_every, **common)
                for label, spec in METHODS}
+    target_datalist, source_datalist = read_datalist(datalists["target"]), read_datalist(datalists["source"])
+    test = list(iter_scans(target_datalist, "test"))
+    gauss_source = fit_gaussian(list(iter_scans(source_datalist, "pretrain_train")))
+    finals = {"No-FT": _finetune(configs["No-FT"])}
+    baselines = finals["No-FT"]["baselines"]
+    gauss_target, calibration = baselines["gaussian"], baselines["calibration"]
+    stage("baselines", f"on {len(test)} test subjects of scanner {target.id}: Gaussian filters fitted on "
+          f"{target.id} (sigma {gauss_target['sigma']:g} voxel, gain {gauss_target['gain']:.3f}) and on {source.id} "
+          f"(sigma {gauss_source.sigma:g}, gain {gauss_source.gain:.3f}); No-FT; No-FT + calibration")
+    rows: dict[str, dict[str, Any]] = {
+        "Short scan (input)": _row("Short scan (input)", baselines["short"]["subjects"]),
+        f"Gaussian filter (fitted on {target.id})": _row(
+            f"Gaussian filter (fitted on {target.id})", gauss_target["subjects"],
+            sigma=gauss_target["sigma"], gain=gauss_target["gain"]),
+        f"Gaussian filter (fitted on {source.id})": _row(
+            f"Gaussian filter (fitted on {source.id})", evaluate(test, filter_predictor(gauss_source)),
+            sigma=gauss_source.sigma, gain=gauss_source.gain),
+    }
+    timings["baselines"] = time.perf_counter() - t
+
+    # 4. Fine-tuning on the target: Full-FT and PETITE side by side.
+    t = time.perf_counter()
     stage("fine-tune", f"on scanner {target.id}: {', '.join(label for label, _ in METHODS[1:])} in parallel, each "
           f"validated every {size.finetune_val_every} steps on {size.target_splits[3]} subjects "
           f"(cap {size.finetune_max_steps}), each method at its own Table 3 learning rate")
-    finals = {"No-FT": _finetune(configs["No-FT"])}
     with WorkerPool(size.workers, threads=max(1, (os.cpu_count() or 1) // size.workers)) as pool:
         futures = {label: pool.submit(_finetune, configs[label]) for label, _ in METHODS[1:]}
         finals.update({label: future.result() for label, future in futures.items()})
@@ -357,13 +355,14 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
         stage(f"fine-tune {label}", f"{final['percent']:.2f} % trainable, {final['steps']} steps "
               f"({'converged' if final['converged'] else 'hit the cap'}), test PSNR in the head "
               f"{final['test']['psnr_masked']:.2f} dB")
+
     def tested(label: str) -> list[dict[str, Any]]:  # the run's own per-subject test metrics
         return read_json(runs / label.lower() / "test_metrics.json")["subjects"]
 
     rows["No-FT"] = _row("No-FT", tested("No-FT"), finals["No-FT"])
     rows["No-FT + calibration"] = _row(
-        "No-FT + calibration", evaluate(test, calibrated_predictor(calibration, no_ft)),
-        gain=calibration.gain, offset=calibration.offset, background=calibration.background)
+        "No-FT + calibration", calibration["subjects"],
+        **{key: calibration[key] for key in ("gain", "offset", "background")})
     for label, _ in METHODS[1:]:
         rows[label] = _row(label, tested(label), finals[label])
     rows = {key: rows[key] for key in (*list(rows)[:3], "No-FT", "No-FT + calibration", "Full-FT", "PETITE")}
@@ -391,7 +390,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
         "pretrain": {k: pretrain_final.get(k) for k in ("steps", "stopped", "converged", "best_step",
                                                          "best_val_psnr_masked", "time_s", "step_time_s",
                                                          "peak_memory_mb", "trainable", "hparams", "baselines")},
-        "gate": gate, "calibration": dataclasses.asdict(calibration),
+        "gate": gate, "calibration": {key: calibration[key] for key in ("gain", "offset", "background", "fitted_on")},
         "rows": list(rows.values()), "verdict": lines, "figure": figure,
         "timings_s": {k: round(v, 1) for k, v in timings.items()}, "cpu_count": os.cpu_count(),
         "load_average": {"start": load_start, "end": load_average()},
