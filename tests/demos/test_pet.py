@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from petite.data.scanners import BUILTIN_SCANNERS, half_resolution, load_scanner_file
-from petite.demos.pet import demo_scanners, format_table, paired_difference, run_demo, verdict
+from petite.demos.pet import demo_scanners, describe_stop, format_table, paired_difference, run_demo, verdict
 from petite.errors import UserError
 
 METHODS = ("No-FT", "Full-FT", "PETITE")
@@ -83,6 +83,24 @@ def test_paired_difference_interval_matches_a_direct_bootstrap():
     assert lo < mean < hi
 
 
+def test_describe_stop_shows_the_last_validation_gain_of_a_capped_run(tmp_path):
+    records = [{"step": 100, "loss": 1.0, "val_psnr_masked": 29.50}, {"step": 150, "loss": 0.9},
+               {"step": 200, "val_psnr_masked": 29.53}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    capped = describe_stop({"converged": False, "best_step": 200}, tmp_path)
+    assert capped == ("hit the cap at the end of its schedule, best at step 200; "
+                      "the last 100 steps gained +0.03 dB on validation")
+    assert describe_stop({"converged": True, "best_step": 100}, tmp_path) == "converged, best at step 100"
+
+
+@pytest.mark.parametrize("option", [{"normalise": "minmax"}, {"precision": "fp8"}])
+def test_demo_refuses_bad_options_before_writing(tmp_path, option):
+    out = tmp_path / "demo"
+    with pytest.raises(UserError, match="must be one of"):
+        run_demo(out, quick=True, echo=lambda line: None, **option)
+    assert not out.exists()
+
+
 @pytest.mark.e2e
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
@@ -110,6 +128,7 @@ def test_quick_demo_end_to_end(tmp_path):
             assert math.isfinite(rows[method][key]) and math.isfinite(rows[method][f"{key}_std"])
     assert results["gate"]["verdict"] in stdout and results["verdict"][0].startswith("quality gate")
     assert rows["Full-FT"]["percent"] == pytest.approx(100.0)
+    assert results["normalise"] == "input" and results["precision"] in ("fp32", "bf16")  # auto resolved, recorded
     assert 0 < rows["PETITE"]["percent"] < 5
     assert rows["Full-FT"]["step_time_s"] > 0 and rows["PETITE"]["peak_memory_added_mb"] > 0
     png = report / "error_maps.png"

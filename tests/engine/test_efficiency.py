@@ -377,6 +377,18 @@ def test_autocast_and_scaler_per_precision() -> None:
     assert resolve_precision("bf16", False, "cpu") == "bf16"
 
 
+@pytest.mark.parametrize("flags,expected", [("fpu sse avx512f amx_bf16 amx_tile", "bf16"), ("fpu sse avx512_bf16", "bf16"),
+                                            ("fpu sse avx2 avx512f", "fp32")])
+def test_auto_precision_picks_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, flags: str, expected: str) -> None:
+    """``auto`` must not pick emulated bf16 (slower than float32) on a CPU without AMX/AVX-512 BF16."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(efficiency, "CPUINFO", cpuinfo)
+    assert resolve_precision("auto", False, "cpu") == expected
+    monkeypatch.setattr(efficiency, "CPUINFO", tmp_path / "missing")  # not Linux: the portable choice
+    assert resolve_precision("auto", False, "cpu") == "fp32"
+
+
 @pytest.mark.parametrize("name,spec", [("unetr", "petite-unetr"), ("cvtgan", "petite-cvtgan"), ("cvtgan", "full")])
 def test_bf16_autocast_trains_the_models_on_cpu(name: str, spec: str) -> None:
     """Every op of both models runs under CPU bf16 autocast (InstanceNorm, BatchNorm, conv3d, SDPA), with the savers."""

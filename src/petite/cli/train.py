@@ -47,8 +47,9 @@ def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=int),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"])),
         click.option("--no-amp", "amp", flag_value=False, default=None, help="Disable mixed precision on CUDA."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
-                     help="Autocast precision of training steps: bf16 on the CPU or a GPU, fp16 on CUDA "
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     help="Autocast precision of training steps: bf16 on the CPU or a GPU, fp16 on CUDA, auto = "
+                     "bf16 where the hardware has it (AMX/AVX-512 BF16 CPUs, recent GPUs) "
                      "(default: fp16 on CUDA unless --no-amp, fp32 on the CPU)."),
         click.option("--checkpoint", type=click.Choice(["none", "frozen", "all"]),
                      help="Recompute blocks in backward instead of storing their activations: frozen blocks "

@@ -39,6 +39,7 @@ a few steps: a smoke test (about a minute), its numbers mean nothing.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -86,8 +87,8 @@ class DemoSize:
 
 # Sized for 2 CPU cores (measured in run_demo's docstring).
 FULL = DemoSize(preset="small", crop=(32, 32, 32), source_splits=(12, 2, 0, 0, 4), target_splits=(0, 0, 4, 2, 6),
-                batch_size=4, pretrain_max_steps=1500, pretrain_val_every=100, finetune_max_steps=400,
-                finetune_val_every=25, patience=4, pretrain_lr=2e-3, pretrain_patience=2, pretrain_min_delta=0.05)
+                batch_size=4, pretrain_max_steps=1000, pretrain_val_every=100, finetune_max_steps=400,
+                finetune_val_every=50, patience=2, pretrain_lr=2e-3, pretrain_patience=2, pretrain_min_delta=0.05)
 QUICK = DemoSize(preset="tiny", crop=(32, 32, 32), source_splits=(2, 1, 0, 0, 1), target_splits=(0, 0, 2, 1, 2),
                  batch_size=2, pretrain_max_steps=4, pretrain_val_every=2, finetune_max_steps=2,
                  finetune_val_every=1, patience=2, pretrain_lr=1e-3, workers=1)
@@ -229,6 +230,23 @@ def verdict(rows: dict[str, dict[str, Any]], gate: dict[str, Any]) -> list[str]:
     return lines
 
 
+def describe_stop(final: dict[str, Any], run: Path) -> str:
+    """How a run stopped, for the log: converged, or at its cap with the last validation gain (from metrics.jsonl).
+
+    A run at its cap is not called converged, but a cap reached with a gain per validation far below
+    the stopping threshold is a schedule that ran out on a flat curve, and the reader should see that.
+    """
+    if final["converged"]:
+        return f"converged, best at step {final['best_step']}"
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+    curve = [(r["step"], r["val_psnr_masked"]) for r in map(json.loads, lines) if "val_psnr_masked" in r]
+    note = f"hit the cap at the end of its schedule, best at step {final['best_step']}"
+    if len(curve) >= 2:
+        (s0, v0), (s1, v1) = curve[-2:]
+        note += f"; the last {s1 - s0} steps gained {v1 - v0:+.2f} dB on validation"
+    return note
+
+
 def _finetune(cfg: dict[str, Any]) -> dict[str, Any]:
     """One fine-tuning run (module level: the demo runs two side by side in worker processes)."""
     from petite.engine.config import TrainConfig
@@ -238,7 +256,7 @@ def _finetune(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, overwrite: bool = False,
-             echo: Callable[[str], None] = print, precision: str = "fp32") -> dict[str, Any]:
+             echo: Callable[[str], None] = print, precision: str = "auto", normalise: str = "input") -> dict[str, Any]:
     """Run the demo into ``out`` (see the module docstring); returns what ``report/results.json`` holds.
 
     Full size (``quick=False``): 18 subjects on scanner 1h (12 pre-training, 2 validation, 4 test) and
@@ -253,12 +271,14 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     from petite.data.datalist import read_datalist
     from petite.data.simulate import SimulationRequest, run_simulation
     from petite.engine.config import TrainConfig
-    from petite.engine.efficiency import check_precision
+    from petite.data.normalise import check_mode
+    from petite.engine.efficiency import resolve_precision
     from petite.engine.evaluate import evaluate, iter_scans
     from petite.engine.train import train
     from petite.parallel import WorkerPool
 
-    check_precision("cpu", precision)  # before anything is written
+    precision = resolve_precision(precision, False, "cpu")  # before anything is written
+    check_mode(normalise)
     size = QUICK if quick else FULL
     out = Path(out)
     started = time.perf_counter()
@@ -271,6 +291,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     source, target = demo_scanners()
     load_start = load_average()
     echo(f"petite demo{' --quick' if quick else ''} -> {out} (seed {seed}, {precision} training steps, "
+         f"normalisation {normalise!r}, "
          f"{os.cpu_count()} CPU cores visible, load average {load_start})")
     echo("Scanners: half-resolution versions of paper scanners 1 and 4 (grid halved, spacing doubled,")
     echo("same field of view, vendor, site and simulation parameters), written to scanners.yaml:")
@@ -295,7 +316,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     crop = list(size.crop)
     runs = out / "runs"
     common = dict(model="unetr", crop_size=crop, batch_size=size.batch_size, seed=seed, device="cpu",
-                  test_split="test", patience=size.patience, precision=precision)
+                  test_split="test", patience=size.patience, precision=precision, normalise=normalise)
     stage("pretrain", f"UNETR {size.preset} (global residual) on scanner {source.id}: {size.source_splits[0]} "
           f"volumes, crop {'x'.join(map(str, crop))}, batch {size.batch_size}, validated every "
           f"{size.pretrain_val_every} steps on {size.source_splits[1]} subjects (cap {size.pretrain_max_steps})")
@@ -309,8 +330,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     timings["pretrain"] = time.perf_counter() - t
     gate = pretrain_final["gate"]
     stage("pretrain", f"done in {timings['pretrain']:.0f} s: {pretrain_final['steps']} steps "
-          f"({'converged' if pretrain_final['converged'] else 'hit the cap'}, best at step "
-          f"{pretrain_final['best_step']}); {gate['verdict']}")
+          f"({describe_stop(pretrain_final, runs / 'pretrain')}); {gate['verdict']}")
 
     # 3. Baselines on the target's test subjects.  The No-FT run (a fine-tuning that trains nothing) scores the
     # short scan, the Gaussian filter fitted on the target's fine-tuning subjects and No-FT + calibration in its
@@ -353,7 +373,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     for label, _ in METHODS[1:]:
         final = finals[label]
         stage(f"fine-tune {label}", f"{final['percent']:.2f} % trainable, {final['steps']} steps "
-              f"({'converged' if final['converged'] else 'hit the cap'}), test PSNR in the head "
+              f"({describe_stop(final, runs / label.lower())}), test PSNR in the head "
               f"{final['test']['psnr_masked']:.2f} dB")
 
     def tested(label: str) -> list[dict[str, Any]]:  # the run's own per-subject test metrics
@@ -385,7 +405,8 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
                f"the run's peak resident set minus what its process held when training started.")
     lines = verdict(rows, gate)
     results = {
-        "format": "petite-demo/2", "quick": quick, "seed": seed, "precision": precision, "size": dataclasses.asdict(size),
+        "format": "petite-demo/2", "quick": quick, "seed": seed, "precision": precision, "normalise": normalise,
+        "size": dataclasses.asdict(size),
         "scanners": {"source": source.to_dict(), "target": target.to_dict()},
         "pretrain": {k: pretrain_final.get(k) for k in ("steps", "stopped", "converged", "best_step",
                                                          "best_val_psnr_masked", "time_s", "step_time_s",

@@ -32,7 +32,7 @@ import yaml
 
 from petite.data.normalise import MODES as NORMALISE_MODES
 from petite.documents import read_yaml
-from petite.engine.efficiency import CHECKPOINT_MODES, PRECISIONS
+from petite.engine.efficiency import CHECKPOINT_MODES, PRECISION_CHOICES
 from petite.errors import UserError
 
 OPTIMIZERS = ("adam", "adamw")
@@ -88,7 +88,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # with precision None: fp16 autocast on CUDA, fp32 on the CPU
-    precision: str | None = None  # fp32 | bf16 | fp16 (CUDA); None: as amp says
+    precision: str | None = None  # auto | fp32 | bf16 | fp16 (CUDA); None: as amp says
     checkpoint: str | None = None  # activation checkpointing: none | frozen | all; None: frozen under PEFT
     lean: bool = True  # frozen convolutions keep no input for backward (same gradients, less memory)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into the run folder
@@ -136,7 +136,8 @@ class TrainConfig:
             (self.optimizer in (None, *OPTIMIZERS), f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.lr_policy in LR_POLICIES, f"lr_policy must be one of {LR_POLICIES}, got {self.lr_policy!r}"),
             (self.schedule in (None, *SCHEDULES), f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
-            (self.precision in (None, *PRECISIONS), f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
+            (self.precision in (None, *PRECISION_CHOICES),
+             f"precision must be one of {PRECISION_CHOICES}, got {self.precision!r}"),
             (self.checkpoint in (None, *CHECKPOINT_MODES),
              f"checkpoint must be one of {CHECKPOINT_MODES}, got {self.checkpoint!r}"),
             (0 <= self.warmup < 1, f"warmup must be a fraction of the steps in [0, 1), got {self.warmup}"),

@@ -22,7 +22,8 @@ to keep fewer activations (measured per module by :func:`saved_tensor_bytes`):
   are recomputed in backward instead of storing their insides; ``frozen`` only blocks whose
   parameters are all frozen, ``all`` every listed block.
 * **Mixed precision** (:func:`autocast`, :func:`grad_scaler`): ``bf16`` autocast on CPU or
-  CUDA, ``fp16`` on CUDA only with a gradient scaler.
+  CUDA, ``fp16`` on CUDA only with a gradient scaler; ``auto`` picks bf16 where the hardware
+  runs it natively (:func:`has_fast_bf16`) and float32 (CPU) or fp16 (older GPUs) elsewhere.
 
 Every function acts on the model in place and can be undone; none touches ``state_dict``.
 
@@ -38,6 +39,7 @@ import contextlib
 import functools
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,6 +53,9 @@ from petite.peft.spec import Spec
 
 CHECKPOINT_MODES: tuple[str, ...] = ("none", "frozen", "all")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+#: What a user may ask for: a precision, or ``auto`` (:func:`resolve_precision`).
+PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
+CPUINFO = Path("/proc/cpuinfo")  # where Linux lists the CPU's instruction-set flags
 
 _CKPT_ATTR = "_petite_checkpointed"  # on a block: its own forward, before checkpointing wrapped it
 _LEAN_ATTR = "_petite_lean"  # on a layer: marks the lean forward installed by enable_lean_backward
@@ -321,11 +326,34 @@ def check_precision(device: torch.device | str, precision: str) -> None:
         raise UserError("this GPU has no bf16 support; use fp16")
 
 
+def has_fast_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a GPU with bf16, or a CPU with AMX-BF16 or AVX-512 BF16.
+
+    On a CPU without those units bf16 autocast is emulated and *slower* than float32, so ``auto``
+    must not pick it there.  The CPU flags are read from ``/proc/cpuinfo`` (Linux); elsewhere the
+    answer is False (float32, the portable choice).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        flags = CPUINFO.read_text(errors="replace").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def resolve_precision(precision: str | None, amp: bool, device: torch.device | str) -> str:
-    """``precision`` if given, else what the engine's older ``amp`` flag meant: fp16 on CUDA, fp32 elsewhere."""
+    """The precision a run uses: ``precision`` if a concrete one; ``auto``: bf16 where the device has
+    it natively (:func:`has_fast_bf16`), else fp16 on CUDA and fp32 on the CPU; None: what the
+    engine's older ``amp`` flag meant (fp16 on CUDA, fp32 elsewhere)."""
     device = torch.device(device)
     if precision is None:
         precision = "fp16" if amp and device.type == "cuda" else "fp32"
+    elif precision == "auto":
+        precision = "bf16" if has_fast_bf16(device) else ("fp16" if device.type == "cuda" else "fp32")
     check_precision(device, precision)
     return precision
 
@@ -443,6 +471,8 @@ def autograd_profile(model: nn.Module, run: Callable[[], Any], depth: int = 3) -
 __all__ = [
     "CHECKPOINT_MODES",
     "PRECISIONS",
+    "PRECISION_CHOICES",
+    "has_fast_bf16",
     "apply_memory_options",
     "autocast",
     "autograd_profile",
