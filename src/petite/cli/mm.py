@@ -58,16 +58,25 @@ _overwrite = click.option("--overwrite", is_flag=True, help="Replace an existing
 @click.option("--splits", default="0.6,0.2,0.2", show_default=True, help="Train, val, test fractions per centre.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--profile", type=click.Choice(["default", "hecktor"]), default="default", show_default=True,
+              help="hecktor: HECKTOR-like tumour burden, low-uptake tumours, unlabelled physiological PET uptake, "
+                   "mass effect, low CT contrast (petite.headneck.realism).")
+@click.option("--summary", is_flag=True, help="Also print the cohort's statistics (volumes, nodes, SUVmax) as JSON.")
 @_quiet
-def simulate(out: str, centres: str, patients: int, size: str, splits: str, seed: int, workers: int, quiet: bool) -> None:
+def simulate(out: str, centres: str, patients: int, size: str, splits: str, seed: int, workers: int, profile: str,
+             summary: bool, quiet: bool) -> None:
     """Synthetic head-and-neck CT/PET patients (GTVp, GTVn) from several centres, with a datalist."""
     from petite.headneck.synthetic import simulate_hn
 
     grid: Any = parse_size(size, "--size") if "," in size else size
     fractions = [s for s in splits.split(",")]
     path = simulate_hn(out, centres=centres, n_patients=patients, seed=seed, size=grid, splits=fractions,
-                       workers=workers, progress=not quiet)
+                       workers=workers, progress=not quiet, profile=profile)
     click.echo(str(path))
+    if summary:
+        from petite.headneck.cohort_stats import summarise_datalist
+
+        _echo_json(summarise_datalist(path))
 
 
 @mm.command("import")

@@ -22,6 +22,13 @@ here, so PEMMA experiments run on this generator.  Per patient
 * **Centre** (:class:`~petite.headneck.centres.Centre`): the appearance and
   grid of the patient's images (blur, calibration, noise).
 
+**Profiles**: the above is the ``default`` profile (frozen: other work is
+sized on it; ``tests/headneck/test_profile_pinned.py`` pins its output).
+``simulate_patient(..., profile="hecktor")`` keeps the anatomy and the
+centres but draws HECKTOR-like tumour burden, low-uptake tumours,
+unlabelled physiological/inflammatory PET uptake, mass effect and low CT
+contrast (:mod:`petite.headneck.realism`), and records more facts.
+
 Determinism: patient ``k`` of centre ``c`` draws from two streams derived from
 ``(seed, c, k)`` only, so it is the same whatever the number of patients,
 centres or workers.  All scalar parameters (anatomy, lesion positions, sizes,
@@ -55,7 +62,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, zoom
 
 from petite.headneck import clinical as clinical_model
+from petite.headneck import realism
 from petite.headneck.centres import Centre, get_centre
+from petite.headneck.lesions import Lesion, random_rotation
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -84,26 +93,7 @@ def clinical_stream(seed: int, centre_id: str, index: int) -> np.random.Generato
 # ----------------------------------------------------------------------------- parameters
 
 
-@dataclass
-class Lesion:
-    """One tumour (label 1 GTVp, label 2 GTVn), in anatomical millimetres."""
-
-    label: int
-    site: str
-    centre: tuple[float, float, float]
-    radius: float
-    axes: tuple[float, float, float]
-    rotation: np.ndarray
-    lobes: list[tuple[np.ndarray, float]]
-    suv: float
-    necrotic: bool
-    ct_delta_hu: float
-    ct_visible: bool
-
-
-def _rotation(rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    return q * np.sign(np.diag(r))
+_rotation = random_rotation  # the name the default profile's draws use
 
 
 def _draw_anatomy(rng: np.random.Generator) -> dict[str, Any]:
@@ -216,13 +206,26 @@ def _sigma(fwhm_mm: float, spacing: Sequence[float]) -> list[float]:
 
 
 def simulate_patient(centre: str | Centre, index: int, seed: int = 0,
-                     size: str | Sequence[int] | None = None) -> SyntheticPatient:
-    """Generate patient ``index`` (0-based) of ``centre`` on the centre's grid (or ``size``)."""
+                     size: str | Sequence[int] | None = None,
+                     profile: str | realism.HecktorProfile | None = "default") -> SyntheticPatient:
+    """Generate patient ``index`` (0-based) of ``centre`` on the centre's grid (or ``size``).
+
+    ``profile``: ``"default"`` (the generator described above, unchanged) or
+    ``"hecktor"`` (:mod:`petite.headneck.realism`: HECKTOR-like tumour
+    burden, low-uptake tumours, unlabelled physiological uptake, mass effect,
+    realistic CT contrast), or a :class:`~petite.headneck.realism.HecktorProfile`.
+    Both share the anatomy, the centres' image formation and the streams.
+    """
     started = time.perf_counter()
     centre = get_centre(centre, size)
+    spec = realism.resolve_profile(profile)
     param_rng, noise_rng = patient_streams(seed, centre.id, index)
     anatomy = _draw_anatomy(param_rng)
-    lesions = _draw_lesions(param_rng, anatomy)
+    if spec is None:
+        lesions, hotspots, n_drawn = _draw_lesions(param_rng, anatomy), [], 0
+    else:
+        lesions, n_drawn = spec.draw_lesions(param_rng, anatomy)
+        hotspots = spec.draw_hotspots(param_rng, anatomy, lesions[0])
     record, hazard = draw_clinical_record(clinical_stream(seed, centre.id, index), lesions)
 
     shape, spacing = centre.shape, centre.spacing
@@ -230,15 +233,25 @@ def simulate_patient(centre: str | Centre, index: int, seed: int = 0,
     x = axes[0][:, None, None]
     y = axes[1][None, :, None]
     z = axes[2][None, None, :] - np.float32(anatomy["dz"])  # anatomical z
+    # Soft structures are drawn at the coordinates the material came from (mass effect: tumours push them
+    # aside); bone and the body contour at the true ones.  Without mass effect both are the same arrays.
+    soft = (x, y, z)
+    if any(lesion.mass_effect > 0 for lesion in lesions):
+        u = realism.displacement(x, y, z, lesions)
+        soft = (x - u[0], y - u[1], z - u[2])
+    xs, ys, zs = soft
 
     def sig(v: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-v))
 
-    def ellipsoid(c: Sequence[float], r: Sequence[float]) -> np.ndarray:
-        return ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2 <= 1.0
+    def ellipsoid(c: Sequence[float], r: Sequence[float], at: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+        px, py, pz = (x, y, z) if at is None else at
+        return ((px - c[0]) / r[0]) ** 2 + ((py - c[1]) / r[1]) ** 2 + ((pz - c[2]) / r[2]) ** 2 <= 1.0
 
-    def tube(cx: float, cy: float, rx: float, ry: float, z_max: float) -> np.ndarray:
-        return (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0) & (z < z_max)
+    def tube(cx: float, cy: float, rx: float, ry: float, z_max: float,
+             at: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+        px, py, pz = (x, y, z) if at is None else at
+        return (((px - cx) / rx) ** 2 + ((py - cy) / ry) ** 2 <= 1.0) & (pz < z_max)
 
     # Body contour: neck ellipse widening to the head above and the shoulders below.
     w_head, w_shoulder = sig((z - 12) / 8), sig((-z - 62) / 6)
@@ -269,19 +282,38 @@ def simulate_patient(centre: str | Centre, index: int, seed: int = 0,
     s, y_air, y_sp, x_sp = anatomy["scale"], anatomy["y_air"], anatomy["y_spine"], anatomy["spine_x"]
     skull_base = 62.0
     # Vessels, glands, tonsils, tongue.
+    # ``structures`` keeps each soft structure's mask-maker, so the mass effect can be measured (facts).
+    structures: dict[str, Any] = {}
     blood = np.zeros(shape, dtype=bool)
     for side in (-1, 1):
-        blood |= tube(side * 21 * s, y_air - 6, 3.5, 3.5, 45) | tube(side * 29 * s, y_air - 10, 5.5, 5.0, 45)
+        blood |= (tube(side * 21 * s, y_air - 6, 3.5, 3.5, 45, soft)
+                  | tube(side * 29 * s, y_air - 10, 5.5, 5.0, 45, soft))
+        structures[f"vessels {'right' if side > 0 else 'left'}"] = (
+            lambda at, side=side: tube(side * 21 * s, y_air - 6, 3.5, 3.5, 45, at)
+            | tube(side * 29 * s, y_air - 10, 5.5, 5.0, 45, at))
     paint(blood & body, 40.0, anatomy["blood_suv"])
     for side in (-1, 1):
-        paint(ellipsoid((side * 13 * s, y_air + 3, -52), (7, 7, 16)) & body, 90.0, anatomy["thyroid_suv"])
-        paint(ellipsoid((side * 33 * s, y_air + 25, 14), (10, 9, 8)) & body, 45.0, anatomy["salivary_suv"])
-        paint(ellipsoid((side * 46 * s, y_air - 8, 38), (10, 14, 17)) & body, 15.0, 0.9 * anatomy["salivary_suv"])
-        paint(ellipsoid((side * 12 * s, y_air + 4, 24), (6, 6, 7)) & body, 45.0, anatomy["tonsil_suv"])
+        organs = {"thyroid": ((side * 13 * s, y_air + 3, -52), (7, 7, 16)),
+                  "submandibular": ((side * 33 * s, y_air + 25, 14), (10, 9, 8)),
+                  "parotid": ((side * 46 * s, y_air - 8, 38), (10, 14, 17)),
+                  "tonsil": ((side * 12 * s, y_air + 4, 24), (6, 6, 7))}
+        paint(ellipsoid(*organs["thyroid"], soft) & body, 90.0, anatomy["thyroid_suv"])
+        paint(ellipsoid(*organs["submandibular"], soft) & body, 45.0, anatomy["salivary_suv"])
+        paint(ellipsoid(*organs["parotid"], soft) & body, 15.0, 0.9 * anatomy["salivary_suv"])
+        paint(ellipsoid(*organs["tonsil"], soft) & body, 45.0, anatomy["tonsil_suv"])
+        for name, (c, r) in organs.items():
+            structures[f"{name} {'right' if side > 0 else 'left'}"] = lambda at, c=c, r=r: ellipsoid(c, r, at)
     am, bm, ym = 42 * s, 50 * s, 5.0
     rho_m = np.sqrt((x / am) ** 2 + ((y - ym) / bm) ** 2)
     jaw_levels = (z > 18) & (z < 42)
-    tongue = (rho_m < 0.85) & (z > 18) & (z < 45) & (y > y_air + 8) & body
+
+    def tongue_mask(at: tuple[np.ndarray, ...]) -> np.ndarray:
+        px, py, pz = at
+        rho = rho_m if px is x else np.sqrt((px / am) ** 2 + ((py - ym) / bm) ** 2)
+        return (rho < 0.85) & (pz > 18) & (pz < 45) & (py > y_air + 8)
+
+    structures["tongue"] = tongue_mask
+    tongue = tongue_mask(soft) & body
     paint(tongue, 50.0 + 4.0 * soft_tex, anatomy["tongue_suv"])
 
     # Bone: vertebral column (bodies, discs, canal, arch) and mandible.
@@ -302,10 +334,15 @@ def simulate_patient(centre: str | Centre, index: int, seed: int = 0,
     cortical |= mandible
 
     # Airway: round trachea/larynx below, wider and flatter oropharynx above, up to the skull base.
-    w_oro = sig(z / 5.0)
-    r_air = anatomy["airway_r"] * (1 + 0.1 * np.sin(z / 9.0 + anatomy["airway_phase"]))
-    rx, ry = r_air * (1 + 0.6 * w_oro), r_air * (1 - 0.25 * w_oro)
-    airway = (((x / rx) ** 2 + ((y - y_air) / ry) ** 2) <= 1.0) & (z < skull_base - 4) & body
+    def airway_mask(at: tuple[np.ndarray, ...]) -> np.ndarray:
+        px, py, pz = at
+        w_oro = sig(pz / 5.0)
+        r_air = anatomy["airway_r"] * (1 + 0.1 * np.sin(pz / 9.0 + anatomy["airway_phase"]))
+        rx, ry = r_air * (1 + 0.6 * w_oro), r_air * (1 - 0.25 * w_oro)
+        return (((px / rx) ** 2 + ((py - y_air) / ry) ** 2) <= 1.0) & (pz < skull_base - 4)
+
+    structures["airway"] = airway_mask
+    airway = airway_mask(soft) & body
     paint(airway, -1000.0, 0.0)
 
     # Brain and skull at the top edge.
@@ -315,6 +352,16 @@ def simulate_patient(centre: str | Centre, index: int, seed: int = 0,
     paint(skull, 1100.0, 0.5)
     paint(brain, 35.0 + 4.0 * soft_tex, anatomy["brain_suv"] * (1 + 0.1 * uptake_tex))
     cortical |= skull & ~brain
+
+    # Physiological and inflammatory uptake (hecktor profile): organs' uptake, no label, CT unchanged; the
+    # tumours painted next replace whatever part of it they cover.
+    spot_masks = []
+    for spot in hotspots:
+        spot_mask = spot.mask(xs, ys, zs) & body & ~cortical & ~airway
+        if spot.in_fat:
+            spot_mask &= fat & (uptake_tex > -0.3)  # brown fat: patchy, only in fat
+        suv[spot_mask] = np.maximum(suv[spot_mask], spot.suv * (1 + 0.1 * uptake_tex[spot_mask]))
+        spot_masks.append(spot_mask)
 
     # Lesions.
     label = np.zeros(shape, dtype=np.uint8)
@@ -346,6 +393,10 @@ def simulate_patient(centre: str | Centre, index: int, seed: int = 0,
 
     facts = _facts(lesions, lesion_masks, pet, label, spacing, centre)
     facts["hazard"] = hazard
+    if spec is not None:
+        spots = list(zip(hotspots, spot_masks))
+        facts.update(_profile_facts(spec, facts["lesions"], lesions, lesion_masks, spots, n_drawn, structures,
+                                    (x, y, z), soft, body, ct, hu, pet, label, spacing, centre))
     return SyntheticPatient(patient_id(centre.id, index), centre, ct, pet, label, facts, time.perf_counter() - started,
                             clinical={**record, "centre": centre.id})
 
@@ -407,6 +458,68 @@ def _facts(lesions: list[Lesion], masks: list[np.ndarray], pet: np.ndarray, labe
         "gtvp_ct_visible": primary["ct_visible"], "primary_site": primary["site"],
         "gtvp_centre_voxel": [int(v) for v in np.rint(gtvp.mean(axis=0))],
         "lesions": entries,
+    }
+
+
+def _profile_facts(spec: realism.HecktorProfile, entries: list[dict[str, Any]], lesions: list[Lesion],
+                   masks: list[np.ndarray],
+                   spots: list[tuple[realism.Hotspot, np.ndarray]], n_drawn: int, structures: dict[str, Any],
+                   true_at: tuple[np.ndarray, ...], soft_at: tuple[np.ndarray, ...], body: np.ndarray,
+                   ct: np.ndarray, hu: np.ndarray, pet: np.ndarray, label: np.ndarray,
+                   spacing: Sequence[float], centre: Centre) -> dict[str, Any]:
+    """The ``hecktor`` profile's additional facts (the default profile's facts stay as they were).
+
+    Adds to each lesion entry its nominal volume, mass-effect fraction, the
+    displacement 5 mm outside it and the CT contrast-to-noise ratio measured
+    on the image; and to the patient: the hotspots (unlabelled voxels only,
+    measured SUVmax), the nodes drawn (some may not fit), and the mass effect
+    on the soft structures: ``structures[name]`` = mean and max displacement
+    (mm) of the structure's visible voxels, ``max_shift_mm`` the largest
+    displacement of any unlabelled body voxel.
+    """
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    extras = []
+    for lesion, mask in zip(lesions, masks):
+        if not mask.any():  # _facts skips these too
+            continue
+        cnr = realism.contrast_to_noise(ct, mask, hu, label)
+        extras.append({"volume_nominal_ml": round(nominal_volume_ml([lesion]), 3),
+                       "mass_effect": round(lesion.mass_effect, 3), "push_5mm_mm": round(realism.push_at(lesion), 2),
+                       "ct_cnr": None if cnr is None else round(cnr, 3),
+                       "low_uptake": bool(lesion.suv <= spec.low_uptake_suv[1])})
+    hotspot_facts = []
+    for spot, mask in spots:
+        mask = mask & (label == 0)  # what the tumours left of it: unlabelled by construction
+        if not mask.any():
+            continue
+        values = np.where(mask, pet, -np.inf)
+        peak = np.unravel_index(int(np.argmax(values)), pet.shape)
+        hotspot_facts.append({
+            "kind": spot.kind, "detail": spot.detail, "suv_true": round(spot.suv * centre.pet_scale, 3),
+            "suv_max": round(float(pet[peak]), 3), "volume_ml": round(float(mask.sum()) * voxel_ml, 3),
+            "peak_voxel": [int(v) for v in peak]})
+    pushes: dict[str, dict[str, float]] = {}
+    max_shift = 0.0
+    if soft_at[0] is not true_at[0]:
+        u = [t - s for t, s in zip(true_at, soft_at)]
+        magnitude = np.sqrt(u[0] ** 2 + u[1] ** 2 + u[2] ** 2)
+        moved = body & (label == 0) & np.isfinite(magnitude)  # NaN: inside a tumour's pushing core
+        max_shift = float(magnitude[moved].max()) if moved.any() else 0.0
+        for name, make in structures.items():
+            visible = make(soft_at) & moved
+            if visible.any():
+                values = magnitude[visible]
+                pushes[name] = {"mean_mm": round(float(values.mean()), 3), "max_mm": round(float(values.max()), 3)}
+    primary = extras[0]
+    return {
+        "profile": spec.name, "n_nodes_drawn": int(n_drawn), "gtvp_ml_nominal": primary["volume_nominal_ml"],
+        "gtvp_ct_cnr": primary["ct_cnr"], "gtvp_low_uptake": primary["low_uptake"],
+        "lesions": [{**entry, **extra} for entry, extra in zip(entries, extras)],
+        "n_hotspots": len(hotspot_facts), "hotspots": hotspot_facts,
+        "hotspot_suv_max": max((h["suv_max"] for h in hotspot_facts), default=None),
+        "mass_effect": {"max_shift_mm": round(max_shift, 2),
+                        "largest_structure_push_mm": max((v["max_mm"] for v in pushes.values()), default=0.0),
+                        "structures": pushes},
     }
 
 

@@ -39,6 +39,7 @@ from petite.headneck.datalist import (
     write_mm_datalist,
 )
 from petite.headneck.patient import patient_id, simulate_patient
+from petite.headneck.realism import resolve_profile
 from petite.parallel import run_jobs
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ def save_label(path: str | Path, label: np.ndarray, affine: np.ndarray) -> None:
         nib.save(img, str(tmp))
 
 
-def _run_job(centre: Centre, index: int, seed: int, out: str) -> dict[str, Any]:
-    patient = simulate_patient(centre, index, seed)
+def _run_job(centre: Centre, index: int, seed: int, out: str, profile: str = "default") -> dict[str, Any]:
+    patient = simulate_patient(centre, index, seed, profile=profile)
     folder = Path(out) / centre.id
     affine = centre.affine()
     files = {key: folder / f"{patient.patient}_{key}.nii.gz" for key in ("ct", "pet", "label")}
@@ -73,8 +74,13 @@ def _run_job(centre: Centre, index: int, seed: int, out: str) -> dict[str, Any]:
 
 def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C"), n_patients: int = 10,
                 seed: int = 0, size: str | Sequence[int] = "small",
-                splits: Sequence[float] = DEFAULT_FRACTIONS, workers: int = 1, progress: bool = False) -> Path:
+                splits: Sequence[float] = DEFAULT_FRACTIONS, workers: int = 1, progress: bool = False,
+                profile: str = "default") -> Path:
     """Generate ``n_patients`` per centre into ``out``; return the path of ``out/datalist.json``.
+
+    ``profile``: the generator profile, ``"default"`` or ``"hecktor"``
+    (:mod:`petite.headneck.realism`); a ``hecktor`` datalist says so in its
+    ``"profile"`` key (a default one has no such key, as before profiles).
 
     ``splits`` are the (train, val, test) fractions of each centre's patients
     (seeded by ``seed`` and the centre).  ``workers > 1`` runs patients in
@@ -87,6 +93,7 @@ def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C
     if int(workers) < 1:
         raise UserError(f"workers must be at least 1, got {workers}")
     fractions = parse_fractions(splits)
+    resolve_profile(profile)  # refuse an unknown profile before generating anything
     if isinstance(centres, str):  # "A,B,C" or "A"
         centres = [c.strip() for c in centres.split(",") if c.strip()]
     resolved = [get_centre(c, size) for c in centres]
@@ -97,7 +104,7 @@ def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C
     # relative to the datalist's folder (a relative ``out`` would leave them relative to the working directory,
     # which a reader resolves against the datalist's folder instead).
     out = Path(out).absolute()
-    jobs = [(centre, k, int(seed), str(out)) for centre in resolved for k in range(int(n_patients))]
+    jobs = [(centre, k, int(seed), str(out), profile) for centre in resolved for k in range(int(n_patients))]
     results = run_jobs(_run_job, jobs, lambda job: (job[0].id, job[1]), int(workers), progress=progress,
                        desc="simulate-hn", unit="patient")
     seconds = [r.pop("seconds") for r in results.values()]
@@ -119,6 +126,8 @@ def simulate_hn(out: str | Path, centres: Sequence[str | Centre] = ("A", "B", "C
         "centres": {c.id: c.to_dict() for c in resolved},
         "clinical_csv": clinical_csv.name, "hazard_model": clinical_model.HAZARD.to_dict(),
     }
+    if profile != "default":
+        datalist["profile"] = profile
     for c in resolved:
         for kind in ("train", "val", "test"):
             name = split_name(c.id, kind)
