@@ -89,12 +89,25 @@ def _train_options(func: Any) -> Any:
         click.option("--datalist", required=True, type=click.Path(), help="Multi-modal datalist JSON."),
         click.option("--centre", required=True, help="Centre to train on (its <centre>_train split)."),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create."),
-        click.option("--steps", type=click.IntRange(min=0), help="Optimisation steps."),
+        click.option("--max-steps", type=click.IntRange(min=1),
+                     help="Cap of the training to convergence (default: pretrain 2000, adapt 1000, "
+                          "--continue-from 500)."),
+        click.option("--val-every", type=click.IntRange(min=1),
+                     help="Steps between validations on <centre>_val (default: max steps / 20)."),
+        click.option("--patience", type=click.IntRange(min=0),
+                     help="Validations without a better mean foreground Dice before stopping (default 5; 0: train "
+                          "to the cap, keep the best)."),
+        click.option("--min-delta", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Dice gain that counts as better."),
+        click.option("--steps", type=click.IntRange(min=0),
+                     help="A fixed budget instead: exactly this many steps, no stopping on validation."),
+        click.option("--no-augment", "augment", flag_value=False, default=True,
+                     help="No random axial flips / 90-degree rotations of the training crops."),
         click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True),
         click.option("--lr", type=float, help="Learning rate."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
         click.option("--no-val", "val", flag_value=False, default=True,
-                     help="Skip scoring <centre>_val at the end (final.json)."),
+                     help="With --steps: do not score <centre>_val at the end (final.json)."),
         _device, _overwrite, _quiet,
     ]
     for option in reversed(options):
@@ -104,6 +117,13 @@ def _train_options(func: Any) -> Any:
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _length(steps: int | None, max_steps: int | None, val_every: int | None, patience: int | None,
+            min_delta: float, augment: bool) -> dict[str, Any]:
+    """The training-length options of the pipeline functions (those not given keep the pipeline's defaults)."""
+    return _drop_none({"steps": steps, "max_steps": max_steps, "val_every": val_every, "patience": patience,
+                       "min_delta": min_delta, "augment": augment})
 
 
 @mm.command("pretrain")
@@ -116,15 +136,18 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
               help="Training crop = inference window (= UNETR's input size). Swin UNETR: one side above 32, "
                    "e.g. 64,64,64.")
 @click.option("--pet-norm", type=click.Choice(["zscore", "suv"]), default="zscore", show_default=True)
-def pretrain(datalist: str, centre: str, out: str, steps: int | None, batch_size: int, lr: float | None, seed: int,
+def pretrain(datalist: str, centre: str, out: str, max_steps: int | None, val_every: int | None, patience: int | None,
+             min_delta: float, steps: int | None, augment: bool, batch_size: int, lr: float | None, seed: int,
              val: bool, device: str, overwrite: bool, quiet: bool, inputs: str, arch: str, preset: str, crop: str,
              pet_norm: str) -> None:
-    """Train a CT-only, PET-only or early-fusion segmenter from scratch (all weights; default 500 steps, lr 1e-3)."""
+    """Train a CT-only, PET-only or early-fusion segmenter from scratch (all weights; lr 1e-3 by default), to
+    convergence on <centre>_val (best state kept; final.json: converged or capped, best step, learning curve)."""
     from petite.pemma.pipeline import pretrain as run
 
     final = run(datalist, centre, out, inputs=inputs, arch=arch, preset=preset, crop=parse_size(crop, "--crop"),
                 batch_size=batch_size, seed=seed, pet_norm=pet_norm, device=device, val=val, overwrite=overwrite,
-                progress=not quiet, **_drop_none({"steps": steps, "lr": lr}))
+                progress=not quiet, **_length(steps, max_steps, val_every, patience, min_delta, augment),
+                **_drop_none({"lr": lr}))
     _echo_json(final)
 
 
@@ -152,19 +175,20 @@ def pretrain(datalist: str, centre: str, out: str, steps: int | None, batch_size
 @click.option("--mode-probs", help="With --init: per-batch input modes, default ctpet=0.6,ct=0.2,pet=0.2.")
 @click.option("--crop", help="Training crop = inference window X,Y,Z (default: the run's; Swin UNETR can change it, "
                              "UNETR cannot).")
-def adapt(datalist: str, centre: str, out: str, steps: int | None, batch_size: int, lr: float | None, seed: int,
+def adapt(datalist: str, centre: str, out: str, max_steps: int | None, val_every: int | None, patience: int | None,
+          min_delta: float, steps: int | None, augment: bool, batch_size: int, lr: float | None, seed: int,
           val: bool, device: str, overwrite: bool, quiet: bool, init: str | None, continue_from: str | None,
           modality: str | None, method: str | None, rank: int | None, alpha: float | None,
           lora_dropout: float | None, lora_targets: str | None, fusion: str | None, train_decoder: bool | None,
           mode_probs: str | None, crop: str | None) -> None:
     """PEMMA: upgrade a CT-only run to CT+PET (by default the reference design: CT+PET tokens through the
-    ViT with LoRA on attention, PET embedding and skip, decoder and head train; default 300 steps, lr 2e-3),
-    or with --continue-from adapt a PEMMA run to a new centre with one modality (default 200 steps)."""
+    ViT with LoRA on attention, PET embedding and skip, decoder and head train; lr 2e-3), or with --continue-from
+    adapt a PEMMA run to a new centre with one modality; to convergence on <centre>_val as pretrain."""
     from petite.pemma import pipeline
 
     common = dict(batch_size=batch_size, seed=seed, device=device, val=val, overwrite=overwrite,
                   progress=not quiet, crop=parse_size(crop, "--crop") if crop is not None else None,
-                  **_drop_none({"steps": steps, "lr": lr}))
+                  **_length(steps, max_steps, val_every, patience, min_delta, augment), **_drop_none({"lr": lr}))
     if (init is None) == (continue_from is None):
         raise UserError("give exactly one of --init (a CT-only run to upgrade) and --continue-from (a PEMMA run)")
     if init is not None:
