@@ -54,11 +54,15 @@ def test_to_convergence_restores_the_best_state(ct_model: nn.Module, cases: list
 
 
 def test_patience_and_cap_bookkeeping(ct_model: nn.Module, cases: list[dict]) -> None:
-    # No Dice gain can exceed 1: every validation after the first is "no improvement".
-    _, out = _converge(ct_model, cases, max_steps=50, val_every=2, patience=3, min_delta=1.0)
+    # No Dice gain can exceed 1: every validation after the first is "no improvement" (the tiny model finds
+    # some tumour at once: patience counts only once the best Dice is above 0).
+    _, out = _converge(ct_model, cases, max_steps=50, val_every=2, patience=3, min_delta=1.0, min_steps=0)
     assert out["stopped"] == "patience" and out["converged"] is True
     assert out["steps"] == 2 * (1 + 3) and out["best_step"] == 2
     assert [r["step"] for r in out["curve"]] == [2, 4, 6, 8]
+    # Patience runs out at step 8, but stopping waits for min_steps (default: a quarter of the cap).
+    _, out = _converge(ct_model, cases, max_steps=40, val_every=2, patience=3, min_delta=1.0)
+    assert out["min_steps"] == 10 and out["steps"] == 10 and out["converged"] is True
     # A cap that is not a multiple of the interval still ends with a validation; patience 0 trains to the cap.
     _, out = _converge(ct_model, cases, max_steps=5, val_every=2, patience=0)
     assert out["stopped"] == "max_steps" and out["converged"] is False

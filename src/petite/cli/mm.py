@@ -99,6 +99,9 @@ def _train_options(func: Any) -> Any:
                           "to the cap, keep the best)."),
         click.option("--min-delta", type=click.FloatRange(min=0), default=0.0, show_default=True,
                      help="Dice gain that counts as better."),
+        click.option("--min-steps", type=click.IntRange(min=0),
+                     help="No stopping on patience before this step (default: max steps / 4; a model from scratch "
+                          "can predict background only for a long while)."),
         click.option("--steps", type=click.IntRange(min=0),
                      help="A fixed budget instead: exactly this many steps, no stopping on validation."),
         click.option("--no-augment", "augment", flag_value=False, default=True,
@@ -120,10 +123,10 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _length(steps: int | None, max_steps: int | None, val_every: int | None, patience: int | None,
-            min_delta: float, augment: bool) -> dict[str, Any]:
+            min_delta: float, min_steps: int | None, augment: bool) -> dict[str, Any]:
     """The training-length options of the pipeline functions (those not given keep the pipeline's defaults)."""
     return _drop_none({"steps": steps, "max_steps": max_steps, "val_every": val_every, "patience": patience,
-                       "min_delta": min_delta, "augment": augment})
+                       "min_delta": min_delta, "min_steps": min_steps, "augment": augment})
 
 
 @mm.command("pretrain")
@@ -137,7 +140,7 @@ def _length(steps: int | None, max_steps: int | None, val_every: int | None, pat
                    "e.g. 64,64,64.")
 @click.option("--pet-norm", type=click.Choice(["zscore", "suv"]), default="zscore", show_default=True)
 def pretrain(datalist: str, centre: str, out: str, max_steps: int | None, val_every: int | None, patience: int | None,
-             min_delta: float, steps: int | None, augment: bool, batch_size: int, lr: float | None, seed: int,
+             min_delta: float, min_steps: int | None, steps: int | None, augment: bool, batch_size: int, lr: float | None, seed: int,
              val: bool, device: str, overwrite: bool, quiet: bool, inputs: str, arch: str, preset: str, crop: str,
              pet_norm: str) -> None:
     """Train a CT-only, PET-only or early-fusion segmenter from scratch (all weights; lr 1e-3 by default), to
@@ -146,7 +149,7 @@ def pretrain(datalist: str, centre: str, out: str, max_steps: int | None, val_ev
 
     final = run(datalist, centre, out, inputs=inputs, arch=arch, preset=preset, crop=parse_size(crop, "--crop"),
                 batch_size=batch_size, seed=seed, pet_norm=pet_norm, device=device, val=val, overwrite=overwrite,
-                progress=not quiet, **_length(steps, max_steps, val_every, patience, min_delta, augment),
+                progress=not quiet, **_length(steps, max_steps, val_every, patience, min_delta, min_steps, augment),
                 **_drop_none({"lr": lr}))
     _echo_json(final)
 
@@ -176,7 +179,7 @@ def pretrain(datalist: str, centre: str, out: str, max_steps: int | None, val_ev
 @click.option("--crop", help="Training crop = inference window X,Y,Z (default: the run's; Swin UNETR can change it, "
                              "UNETR cannot).")
 def adapt(datalist: str, centre: str, out: str, max_steps: int | None, val_every: int | None, patience: int | None,
-          min_delta: float, steps: int | None, augment: bool, batch_size: int, lr: float | None, seed: int,
+          min_delta: float, min_steps: int | None, steps: int | None, augment: bool, batch_size: int, lr: float | None, seed: int,
           val: bool, device: str, overwrite: bool, quiet: bool, init: str | None, continue_from: str | None,
           modality: str | None, method: str | None, rank: int | None, alpha: float | None,
           lora_dropout: float | None, lora_targets: str | None, fusion: str | None, train_decoder: bool | None,
@@ -188,7 +191,7 @@ def adapt(datalist: str, centre: str, out: str, max_steps: int | None, val_every
 
     common = dict(batch_size=batch_size, seed=seed, device=device, val=val, overwrite=overwrite,
                   progress=not quiet, crop=parse_size(crop, "--crop") if crop is not None else None,
-                  **_length(steps, max_steps, val_every, patience, min_delta, augment), **_drop_none({"lr": lr}))
+                  **_length(steps, max_steps, val_every, patience, min_delta, min_steps, augment), **_drop_none({"lr": lr}))
     if (init is None) == (continue_from is None):
         raise UserError("give exactly one of --init (a CT-only run to upgrade) and --continue-from (a PEMMA run)")
     if init is not None:

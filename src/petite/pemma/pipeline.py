@@ -164,7 +164,8 @@ def _summary_final(model: nn.Module, result: Mapping[str, Any], kind: str, extra
 
 def _training_record(result: Mapping[str, Any]) -> dict[str, Any]:
     """How long training ran and why it stopped, for ``final.json`` (see :func:`~petite.pemma.train.train_segmenter`)."""
-    keys = ("stopped", "converged", "max_steps", "val_every", "patience", "min_delta", "best_step", "best_val_dice",
+    keys = ("stopped", "converged", "max_steps", "val_every", "patience", "min_delta", "min_steps", "best_step",
+            "best_val_dice",
             "schedule", "warmup_steps", "augment", "curve")
     record = {k: result[k] for k in keys}
     # A fixed budget neither converges nor hits a cap.
@@ -186,14 +187,14 @@ class Length:
     convergence on ``<centre>_val`` (``max_steps`` cap, ``val_every``, ``patience``, ``min_delta``)."""
 
     def __init__(self, step: str, steps: int | None, max_steps: int | None, val_every: int | None, patience: int,
-                 min_delta: float, val: bool) -> None:
+                 min_delta: float, val: bool, min_steps: int | None = None) -> None:
         if steps is not None and max_steps is not None:
             raise UserError("give --steps (a fixed budget) or --max-steps (a cap; stops on validation), not both")
         if steps is None and not val:
             raise UserError("--no-val needs --steps N: training to convergence stops on the validation split")
         self.steps, self.val = steps, val
         self.max_steps = None if steps is not None else (MAX_STEPS[step] if max_steps is None else max_steps)
-        self.val_every, self.patience, self.min_delta = val_every, patience, min_delta
+        self.val_every, self.patience, self.min_delta, self.min_steps = val_every, patience, min_delta, min_steps
 
     def val_split(self, datalist: Mapping[str, Any], centre: str) -> tuple[str, list[dict[str, Any]]]:
         """``(name, items)`` of the validation split; UserError when training to convergence and it is empty."""
@@ -206,14 +207,15 @@ class Length:
     def config(self) -> dict[str, Any]:
         return {"steps": self.steps, "max_steps": self.max_steps, "val_every": self.val_every,
                 "patience": self.patience if self.steps is None else None,
-                "min_delta": self.min_delta if self.steps is None else None}
+                "min_delta": self.min_delta if self.steps is None else None,
+                "min_steps": self.min_steps if self.steps is None else None}
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~petite.pemma.train.train_segmenter`."""
         if self.steps is not None:
             return {"steps": self.steps}
         return {"max_steps": self.max_steps, "val_every": self.val_every, "patience": self.patience,
-                "min_delta": self.min_delta}
+                "min_delta": self.min_delta, "min_steps": self.min_steps}
 
 
 def _train(model: nn.Module, cases: list[dict[str, Any]], length: Length, val: tuple[str, list[dict[str, Any]]],
@@ -242,6 +244,7 @@ def pretrain(
     val_every: int | None = None,
     patience: int = PATIENCE,
     min_delta: float = 0.0,
+    min_steps: int | None = None,
     augment: bool = True,
     batch_size: int = 2,
     lr: float = 1e-3,
@@ -258,10 +261,10 @@ def pretrain(
     Writes the run folder ``out`` (kind ``ct``, ``pet`` or ``early`` for ``inputs``
     ``ct``, ``pet``, ``ctpet``) and returns its ``final.json``.  Length: to convergence on
     ``<centre>_val`` (cap ``max_steps``, default :data:`MAX_STEPS`; ``val_every``, ``patience``,
-    ``min_delta``) unless ``steps`` gives a fixed budget; ``val=False`` (only with ``steps``)
+    ``min_delta``, ``min_steps``) unless ``steps`` gives a fixed budget; ``val=False`` (only with ``steps``)
     skips the validation split.  ``augment``: axial flips and rotations.
     """
-    length = Length("pretrain", steps, max_steps, val_every, patience, min_delta, val)
+    length = Length("pretrain", steps, max_steps, val_every, patience, min_delta, val, min_steps)
     check_mode(inputs)
     kind = runs.INPUTS_KIND[inputs]
     if pet_norm not in PET_NORMS:
@@ -308,6 +311,7 @@ def adapt(
     val_every: int | None = None,
     patience: int = PATIENCE,
     min_delta: float = 0.0,
+    min_steps: int | None = None,
     augment: bool = True,
     batch_size: int = 2,
     lr: float = 2e-3,
@@ -329,7 +333,7 @@ def adapt(
     defaults are the reference one).  Length and validation: as :func:`pretrain` (validation
     in the ``ctpet`` mode).
     """
-    length = Length("adapt", steps, max_steps, val_every, patience, min_delta, val)
+    length = Length("adapt", steps, max_steps, val_every, patience, min_delta, val, min_steps)
     base_config = runs.require_kind(init, ("ct",), "--init (the model to upgrade)")
     probs = parse_mode_probs(mode_probs)
     check_output_folder(out, overwrite)
@@ -377,6 +381,7 @@ def continue_adapt(
     val_every: int | None = None,
     patience: int = PATIENCE,
     min_delta: float = 0.0,
+    min_steps: int | None = None,
     augment: bool = True,
     batch_size: int = 2,
     lr: float = 2e-3,
@@ -393,7 +398,7 @@ def continue_adapt(
     Length and validation: as :func:`pretrain` (validation in ``modality``'s mode on ``centre``'s
     validation split).
     """
-    length = Length("continual", steps, max_steps, val_every, patience, min_delta, val)
+    length = Length("continual", steps, max_steps, val_every, patience, min_delta, val, min_steps)
     if modality not in MODALITY_PARTS:
         raise UserError(f"--modality must be one of {', '.join(MODALITY_PARTS)} (the one modality the new "
                         f"centre has), got {modality!r}")

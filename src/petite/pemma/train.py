@@ -23,7 +23,11 @@ How long it trains, like the PET engine (:mod:`petite.engine.train`):
   classes); the best state is kept, training stops after ``patience``
   validations without an improvement of more than ``min_delta``
   (*converged*) or at ``max_steps`` (*capped*), and the best state is restored.
-  The schedule spans ``max_steps``.
+  A segmenter from scratch often predicts background only for hundreds of
+  steps, and validations tied at Dice 0 would count as "no improvement" and
+  end it before it learns anything, so patience only counts once the best
+  Dice is above 0, and training never stops before ``min_steps`` (default a
+  quarter of the cap).  The schedule spans ``max_steps``.
 - **a fixed budget** (``steps``): exactly that many steps and no stopping; the
   validation cases, if any, are scored once at the end (the behaviour before
   validation-based stopping existed).
@@ -187,6 +191,7 @@ def train_segmenter(
     val_every: int | None = None,
     patience: int = PATIENCE,
     min_delta: float = 0.0,
+    min_steps: int | None = None,
     crop: int | Sequence[int] | None = None,
     batch_size: int = 2,
     lr: float = 1e-3,
@@ -219,6 +224,7 @@ def train_segmenter(
         patience: validations without improvement before stopping (0: train to the cap,
             still keeping the best state).
         min_delta: the Dice gain that counts as an improvement.
+        min_steps: no stopping on patience before this step (default ``max_steps // 4``).
         batch_size, lr, weight_decay: optimisation (AdamW).
         schedule, warmup: ``warmup-cosine`` (linear rise over ``warmup`` x the steps, then
             cosine to 0 at the cap), ``cosine`` or ``constant``.
@@ -237,7 +243,7 @@ def train_segmenter(
 
     Returns:
         ``{"losses": [float per step], "modes": [mode per step], "mode_counts", "steps" (done),
-        "max_steps", "val_every", "patience", "min_delta", "stopped" (``"patience"``: converged,
+        "max_steps", "val_every", "patience", "min_delta", "min_steps", "stopped" (``"patience"``: converged,
         ``"max_steps"``: capped, ``"steps"``: a fixed budget), "converged", "best_step",
         "best_val_dice", "curve": [{"step", "loss" (mean since the last validation), "lr",
         "val_dice", "val_dice_1", "val_dice_2", "time_s"}, ...], "trainable", "seconds",
@@ -259,6 +265,9 @@ def train_segmenter(
     if not math.isfinite(min_delta) or min_delta < 0:
         raise UserError(f"min_delta must be >= 0, got {min_delta}")
     total, every, validating = _length(steps, max_steps, val_every, patience, bool(val_cases))
+    floor = total // 4 if min_steps is None else min_steps
+    if floor < 0:
+        raise UserError(f"min_steps must be >= 0, got {min_steps}")
     probs = resolve_mode_probs(model, inputs, mode_probs)
     patch = resolve_window(model, crop, "crop")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -317,10 +326,10 @@ def train_segmenter(
         if best["dice"] is None or score["dice"] > best["dice"] + min_delta:
             best = {"dice": score["dice"], "step": done, "state": _snapshot(model)}
             since_best = 0
-        else:
+        elif best["dice"] > 0:  # nothing found yet is not a plateau (see the module docstring)
             since_best += 1
         bar.set_postfix(val_dice=f"{score['dice']:.3f}", best=f"{best['dice']:.3f}@{best['step']}")
-        if patience and since_best >= patience:
+        if patience and since_best >= patience and done >= floor:
             stopped = "patience"
             break
     bar.close()
@@ -341,6 +350,7 @@ def train_segmenter(
         "val_every": every if validating else None,
         "patience": patience if validating else None,
         "min_delta": min_delta if validating else None,
+        "min_steps": floor if validating else None,
         "stopped": stopped,
         "converged": stopped == "patience",
         "best_step": best["step"] if validating else done,
