@@ -54,8 +54,9 @@ with the earlier fixed-step demo: 12.0 min wall clock for 400/300/150 steps,
 per step).  Trained to convergence the cost depends on where each model
 stops; at the caps the trainings would take about 3 x 2000 x 0.35 s + 1000 x
 0.32 s + 500 x 0.29 s = 43 min of CPU plus the validations (an estimate from
-those per-step costs, not a measurement), about 21 min on 2 idle cores.  ``quick=True`` (:data:`QUICK`): ``tiny`` grid and model,
-a handful of patients and steps: a smoke test, its numbers mean nothing.
+those per-step costs, not a measurement), about 21 min on 2 idle cores.
+``quick=True`` (:data:`QUICK`): ``tiny`` grid and model, a handful of patients
+and steps: a smoke test, its numbers mean nothing.
 
 Parallelism: the three trainings from scratch, the PEMMA upgrade, the
 continual adaptation and the evaluations run as jobs in worker processes with
@@ -181,8 +182,9 @@ def _num(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-SEGMENTATION_COLUMNS = ("Method", "Input", "% trainable", "Steps (best)", "Stopped", "Dice GTVp", "Dice GTVn", "DSCagg GTVp", "DSCagg GTVn",
-                        "DSCagg mean [95 % CI]", "GTVn absent: FP/TN", "HD95 GTVp (mm, n)", "HD95 GTVn (mm, n)")
+SEGMENTATION_COLUMNS = ("Method", "Input", "% trainable", "Steps (best)", "Stopped", "Dice GTVp", "Dice GTVn",
+                        "DSCagg GTVp", "DSCagg GTVn", "DSCagg mean [95 % CI]", "GTVn absent: FP/TN",
+                        "HD95 GTVp (mm, n)", "HD95 GTVn (mm, n)")
 CONTINUAL_COLUMNS = ("Test split", "Input", "Dice GTVp before", "Dice GTVp after", "Dice mean before",
                      "Dice mean after", "Change")
 
@@ -391,7 +393,8 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
                    f"(mean foreground Dice every {size.val_every} steps, stopped after {size.patience} validations "
                    f"without improvement, best state kept; caps: from scratch {size.pretrain_max_steps}, PEMMA "
                    f"upgrade {size.adapt_max_steps} steps); Steps (best): steps trained (the step whose state is "
-                   f"kept); Stopped: converged, or cap if the cap came first. % trainable: of the model itself (late fusion: both members train "
+                   f"kept); Stopped: converged, or cap if the cap came first. % trainable: of the model itself "
+                   f"(late fusion: both members train "
                    f"fully); PEMMA: of the CT model. Dice: mean over the patients who have the class; DSCagg: "
                    f"sum 2|P&G| / sum (|P|+|G|) over all patients (HECKTOR's metric), 95 % percentile bootstrap "
                    f"over patients; patients without nodes are counted apart (false positives / true negatives); "
