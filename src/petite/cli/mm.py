@@ -87,7 +87,9 @@ def import_command(folder: str, out: str, clinical: str | None, splits: str, see
 def _train_options(func: Any) -> Any:
     options = [
         click.option("--datalist", required=True, type=click.Path(), help="Multi-modal datalist JSON."),
-        click.option("--centre", required=True, help="Centre to train on (its <centre>_train split)."),
+        click.option("--centre", required=True,
+                     help="Centre to train on (its <centre>_train split; <centre>_val validates). pretrain: several, "
+                          "e.g. A,B,C, pool their training and validation patients."),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create."),
         click.option("--max-steps", type=click.IntRange(min=1),
                      help="Cap of the training to convergence (default: pretrain 2000, adapt 1000, "
@@ -140,7 +142,8 @@ def _length(steps: int | None, max_steps: int | None, val_every: int | None, pat
                    "e.g. 64,64,64.")
 @click.option("--pet-norm", type=click.Choice(["zscore", "suv"]), default="zscore", show_default=True)
 def pretrain(datalist: str, centre: str, out: str, max_steps: int | None, val_every: int | None, patience: int | None,
-             min_delta: float, min_steps: int | None, steps: int | None, augment: bool, batch_size: int, lr: float | None, seed: int,
+             min_delta: float, min_steps: int | None, steps: int | None, augment: bool, batch_size: int,
+             lr: float | None, seed: int,
              val: bool, device: str, overwrite: bool, quiet: bool, inputs: str, arch: str, preset: str, crop: str,
              pet_norm: str) -> None:
     """Train a CT-only, PET-only or early-fusion segmenter from scratch (all weights; lr 1e-3 by default), to
@@ -179,7 +182,8 @@ def pretrain(datalist: str, centre: str, out: str, max_steps: int | None, val_ev
 @click.option("--crop", help="Training crop = inference window X,Y,Z (default: the run's; Swin UNETR can change it, "
                              "UNETR cannot).")
 def adapt(datalist: str, centre: str, out: str, max_steps: int | None, val_every: int | None, patience: int | None,
-          min_delta: float, min_steps: int | None, steps: int | None, augment: bool, batch_size: int, lr: float | None, seed: int,
+          min_delta: float, min_steps: int | None, steps: int | None, augment: bool, batch_size: int,
+          lr: float | None, seed: int,
           val: bool, device: str, overwrite: bool, quiet: bool, init: str | None, continue_from: str | None,
           modality: str | None, method: str | None, rank: int | None, alpha: float | None,
           lora_dropout: float | None, lora_targets: str | None, fusion: str | None, train_decoder: bool | None,
@@ -191,7 +195,8 @@ def adapt(datalist: str, centre: str, out: str, max_steps: int | None, val_every
 
     common = dict(batch_size=batch_size, seed=seed, device=device, val=val, overwrite=overwrite,
                   progress=not quiet, crop=parse_size(crop, "--crop") if crop is not None else None,
-                  **_length(steps, max_steps, val_every, patience, min_delta, min_steps, augment), **_drop_none({"lr": lr}))
+                  **_length(steps, max_steps, val_every, patience, min_delta, min_steps, augment),
+                  **_drop_none({"lr": lr}))
     if (init is None) == (continue_from is None):
         raise UserError("give exactly one of --init (a CT-only run to upgrade) and --continue-from (a PEMMA run)")
     if init is not None:
@@ -248,7 +253,8 @@ def late(ct_model: str, pet_model: str, weight: float, out: str, overwrite: bool
 @click.option("--pet-model", type=click.Path(), help="PET-only run: late fusion with --model (a CT-only run).")
 @click.option("--late-weight", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True)
 @click.option("--datalist", required=True, type=click.Path(), help="Multi-modal datalist JSON.")
-@click.option("--split", required=True, help="Split to score, e.g. A_test.")
+@click.option("--split", required=True,
+              help="Split to score, e.g. A_test; several pooled: A_test,B_test (the report adds per-centre means).")
 @click.option("--mode", type=click.Choice(["ctpet", "ct", "pet"]), help="Input images (default: the run's own).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for <split>_<mode>.csv/.json (default: RUN/eval; with --pet-model RUN/eval_late).")
@@ -269,8 +275,10 @@ def evaluate(model: str, pet_model: str | None, late_weight: float, datalist: st
     report = run(model, datalist, split, mode=mode, out=folder, pet_run=pet_model, late_weight=late_weight,
                  roi=parse_size(roi, "--roi") if roi is not None else None, overlap=overlap, device=device,
                  progress=not quiet)
-    _echo_json({k: report[k] for k in ("kind", "split", "mode", "n", "mean", "hecktor")} |
-               {"files": [str(folder / f"{split}_{report['mode']}.{e}") for e in ("csv", "json")]})
+    stem = f"{split.replace(',', '+')}_{report['mode']}"
+    pooled = ("per_centre",) if len(report["per_centre"]) > 1 else ()
+    shown = ("kind", "split", "mode", "n", "mean", "hecktor", *pooled)
+    _echo_json({k: report[k] for k in shown} | {"files": [str(folder / f"{stem}.{e}") for e in ("csv", "json")]})
 
 
 @mm.command("demo")
@@ -283,8 +291,8 @@ def evaluate(model: str, pet_model: str | None, late_weight: float, datalist: st
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo in --out.")
 def demo(out: str, quick: bool, seed: int, workers: int | None, overwrite: bool) -> None:
     """PEMMA end to end on two synthetic centres: CT-only, PET-only, early/late fusion, PEMMA, continual
-    adaptation with PET only and forgetting; prints the tables, writes OUT/report/ (about 8 min of
-    wall clock on 2 idle CPU cores; 15 min measured with the cores shared by other jobs)."""
+    adaptation with PET only and forgetting, every model trained to convergence on validation; prints the
+    tables, writes OUT/report/ (tens of minutes on 2 CPU cores; --quick: about a minute)."""
     from petite.demos.headneck import run_demo
 
     run_demo(out, quick=quick, seed=seed, overwrite=overwrite, workers=workers, echo=click.echo)
