@@ -116,3 +116,24 @@ def test_augmentation_moves_images_and_label_together() -> None:
     assert len(seen) == 8
     rect = {"label": torch.arange(6 * 4 * 3).reshape(1, 6, 4, 3)}
     assert all(augment_axial(rect, rng)["label"].shape == (1, 6, 4, 3) for _ in range(20))
+
+
+class _Background(nn.Module):
+    """A 'segmenter' that predicts background everywhere whatever it is fed (one trainable logit bias)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([50.0, 0.0, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.view(1, 3, 1, 1, 1) + 0 * x[:, :1]
+
+
+def test_nothing_found_is_not_a_plateau(cases: list[dict]) -> None:
+    """Validations tied at Dice 0 do not use up patience: a model that has found nothing trains to the cap."""
+    out = train_segmenter(_Background(), cases, inputs="ct", crop=16, max_steps=12, val_every=2, patience=1,
+                          min_steps=0, lr=1e-6, batch_size=1, seed=0, device="cpu", val_cases=cases[:1],
+                          val_overlap=0.0, final_eval=False)
+    assert [r["val_dice"] for r in out["curve"]] == [0.0] * 6
+    assert out["stopped"] == "max_steps" and not out["converged"] and out["steps"] == 12
+    assert out["best_step"] == 2 and out["best_val_dice"] == 0.0
