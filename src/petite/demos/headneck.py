@@ -46,7 +46,13 @@ adaptation; evaluation (and validation) windows 32^3 with overlap 0.5 (overlap
 2000 is there because the CT-only model learns GTVp late: with the earlier
 fixed 400 steps at a constant learning rate its A_test GTVp Dice was 0.043
 (0.569 at 800 steps), which made PEMMA's CT -> CT+PET gain look larger than
-it is.
+it is.  Measured (CT-only pre-training alone with these settings on the same
+centre A, one torch thread, load average 3-10 from other jobs): validation
+Dice 0 up to step 500, GTVp learned from step 600; it hit the cap (best
+step 1900, A_val mean foreground Dice 0.155: GTVp 0.310, GTVn 0), A_test GTVp
+Dice 0.587, GTVn 0; 2437 s wall, 1170 s CPU.  It was still creeping up as
+the cosine schedule reached 0, so a larger cap would trade time for a
+converged CT-only model.
 
 Cost: a step of UNETR small (batch 2, 32^3) costs 0.32-0.38 s of CPU (measured
 with the earlier fixed-step demo: 12.0 min wall clock for 400/300/150 steps,
