@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.e2e]
 def test_demo_quick_prints_both_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = run_cli(["mm", "demo", "--out", tmp_path, "--quick"], capsys)
     assert result.code == 0, result.err
-    for text in ("Segmentation on A_test", "Early fusion", "Late fusion", "PEMMA", "% trainable", "Dice GTVp",
+    for text in ("Segmentation on A_test", "Early fusion", "Late fusion", "PEMMA", "% trainable", "Steps (best)", "Stopped", "Dice GTVp",
                  "HD95 GTVn (mm, n)", "DSCagg mean [95 % CI]", "GTVn absent: FP/TN", "forgetting", "Total time"):
         assert text in result.out, text
     report = tmp_path / "report"
@@ -24,6 +24,10 @@ def test_demo_quick_prints_both_tables(tmp_path: Path, capsys: pytest.CaptureFix
     assert [(r["run"], r["mode"]) for r in results["rows"]] == [
         ("ct", "ct"), ("pet", "pet"), ("early", "ctpet"), ("late", "ctpet"), ("pemma", "ctpet"), ("pemma", "ct"),
         ("pemma", "pet")]
+    # Every trained model says how its training ended (late fusion trains nothing).
+    trained = [r for r in results["rows"] if r["run"] != "late"]
+    assert all(r["steps"] >= 1 and 1 <= r["best_step"] <= r["steps"] and isinstance(r["converged"], bool)
+               for r in trained)
     ct_forgetting = [r for r in results["continual"] if r["split"] == "A_test" and r["mode"] == "ct"][0]
     assert ct_forgetting["before"] == ct_forgetting["after"]
     assert run_cli(["mm", "demo", "--out", tmp_path, "--quick"], capsys).code == 2  # refuses to overwrite

@@ -34,9 +34,11 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                     "--seed", "3", "--quiet"]).code == 0
     datalist = sim / "datalist.json"
     paths = {"root": root, "datalist": datalist}
-    for name, inputs in (("ct", "ct"), ("pet", "pet")):
+    # CT-only trains to convergence on A_val (a tiny cap), PET-only a fixed budget: both lengths end to end.
+    for name, inputs, length in (("ct", "ct", ["--max-steps", "4", "--val-every", "2", "--patience", "1"]),
+                                 ("pet", "pet", ["--steps", "2"])):
         paths[name] = root / name
-        assert run_cli(["mm", "pretrain", "--datalist", datalist, "--centre", "A", "--inputs", inputs, "--steps", "2",
+        assert run_cli(["mm", "pretrain", "--datalist", datalist, "--centre", "A", "--inputs", inputs, *length,
                         "--out", paths[name], *TRAIN]).code == 0
     paths["pemma"] = root / "pemma"
     assert run_cli(["mm", "adapt", "--init", paths["ct"], "--datalist", datalist, "--centre", "A", "--steps", "3",

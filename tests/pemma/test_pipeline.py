@@ -80,10 +80,64 @@ def test_load_case_gives_spacing_in_mm(flow: dict[str, Path]) -> None:
     assert case["spacing"] == pytest.approx(tuple(centre["spacing"]), abs=1e-3)
 
 
+def test_training_length_is_recorded(flow: dict[str, Path]) -> None:
+    """To convergence: converged or capped, best step, the learning curve on A_val; a fixed budget: none of it."""
+    final = json.loads((flow["ct"] / "final.json").read_text())
+    config = json.loads((flow["ct"] / "config.json").read_text())
+    assert config["max_steps"] == 4 and config["val_every"] == 2 and config["steps"] is None
+    assert config["val_split"] == "A_val" and config["augment"] is True
+    assert final["converged"] != final["capped"] and final["stopped"] in ("patience", "max_steps")
+    assert [r["step"] for r in final["curve"]] == list(range(2, final["steps"] + 1, 2))
+    best = max(final["curve"], key=lambda r: r["val_dice"])
+    assert final["best_step"] == best["step"] and final["best_val_dice"] == best["val_dice"]
+    assert final["val"]["split"] == "A_val" and final["val"]["mode"] == "ct"
+    fixed = json.loads((flow["pet"] / "final.json").read_text())
+    assert fixed["stopped"] == "steps" and fixed["steps"] == 2 and not fixed["converged"] and not fixed["capped"]
+    assert fixed["curve"] == [] and fixed["max_steps"] is None
+
+
+def test_multi_centre_pretraining_and_pooled_evaluation(flow: dict[str, Path],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """--centre A,B pools both centres' training (and validation) patients; a pooled test split is reported
+    per centre too, and each centre's means equal that centre's split evaluated alone."""
+    datalist, out = flow["datalist"], flow["root"] / "ct_ab"
+    data = read_mm_datalist(datalist)
+    assert run_cli(["mm", "pretrain", "--datalist", datalist, "--centre", "A,B", "--max-steps", "2", "--val-every",
+                    "1", "--out", out, *TRAIN], capsys).code == 0
+    config = json.loads((out / "config.json").read_text())
+    final = json.loads((out / "final.json").read_text())
+    assert config["centres"] == ["A", "B"] and config["train_split"] == "A_train,B_train"
+    assert config["val_split"] == "A_val,B_val" and final["val"]["split"] == "A_val,B_val"
+    assert final["n_train_by_centre"] == {"A": len(data["A_train"]), "B": len(data["B_train"])}
+    result = run_cli(["mm", "evaluate", "--model", out, "--datalist", datalist, "--split", "A_test,B_test",
+                      "--device", "cpu", "--quiet"], capsys)
+    assert result.code == 0, result.err
+    pooled = json.loads((out / "eval" / "A_test+B_test_ct.json").read_text())
+    assert pooled["n"] == len(data["A_test"]) + len(data["B_test"]) and set(pooled["per_centre"]) == {"A", "B"}
+    assert "per_centre" in json.loads(result.out)
+    for centre in ("A", "B"):
+        assert run_cli(["mm", "evaluate", "--model", out, "--datalist", datalist, "--split", f"{centre}_test",
+                        "--device", "cpu", "--quiet"]).code == 0
+        alone = json.loads((out / "eval" / f"{centre}_test_ct.json").read_text())
+        assert pooled["per_centre"][centre] == {"n": alone["n"], **alone["mean"]}
+
+
 def test_bad_inputs_exit_2_with_one_line(flow: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     datalist, root = flow["datalist"], flow["root"]
     out = root / "bad"
+    no_val = datalist.parent / "no_val.json"  # beside the datalist: its relative paths still resolve
+    no_val.write_text(json.dumps({**json.loads(datalist.read_text()), "A_val": []}))
     cases = [
+        (["mm", "pretrain", "--datalist", no_val, "--centre", "A", "--out", out, *TRAIN], "'A_val'"),
+        (["mm", "adapt", "--init", flow["ct"], "--datalist", no_val, "--centre", "A", "--max-steps", "2", "--out", out,
+          *FAST], "--steps N for a fixed budget"),
+        (["mm", "pretrain", "--datalist", datalist, "--centre", "A", "--steps", "1", "--max-steps", "2", "--out", out,
+          *TRAIN], "not both"),
+        (["mm", "pretrain", "--datalist", datalist, "--centre", "A", "--no-val", "--out", out, *TRAIN], "--no-val"),
+        (["mm", "pretrain", "--datalist", datalist, "--centre", "A,A", "--steps", "1", "--out", out, *TRAIN],
+         "distinct"),
+        (["mm", "evaluate", "--model", flow["ct"], "--datalist", datalist, "--split", "A_test,", "--out", out],
+         "--split"),
         (["mm", "pretrain", "--datalist", root / "missing.json", "--centre", "A", "--steps", "1", "--out", out, *TRAIN],
          "not found"),
         (["mm", "pretrain", "--datalist", datalist, "--centre", "Z", "--steps", "1", "--out", out, *TRAIN],

@@ -96,14 +96,32 @@ def import_command(folder: str, out: str, clinical: str | None, splits: str, see
 def _train_options(func: Any) -> Any:
     options = [
         click.option("--datalist", required=True, type=click.Path(), help="Multi-modal datalist JSON."),
-        click.option("--centre", required=True, help="Centre to train on (its <centre>_train split)."),
+        click.option("--centre", required=True,
+                     help="Centre to train on (its <centre>_train split; <centre>_val validates). pretrain: several, "
+                          "e.g. A,B,C, pool their training and validation patients."),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create."),
-        click.option("--steps", type=click.IntRange(min=0), help="Optimisation steps."),
+        click.option("--max-steps", type=click.IntRange(min=1),
+                     help="Cap of the training to convergence (default: pretrain 2000, adapt 1000, "
+                          "--continue-from 500)."),
+        click.option("--val-every", type=click.IntRange(min=1),
+                     help="Steps between validations on <centre>_val (default: max steps / 20)."),
+        click.option("--patience", type=click.IntRange(min=0),
+                     help="Validations without a better mean foreground Dice before stopping (default 5; 0: train "
+                          "to the cap, keep the best)."),
+        click.option("--min-delta", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Dice gain that counts as better."),
+        click.option("--min-steps", type=click.IntRange(min=0),
+                     help="No stopping on patience before this step (default: max steps / 4; a model from scratch "
+                          "can predict background only for a long while)."),
+        click.option("--steps", type=click.IntRange(min=0),
+                     help="A fixed budget instead: exactly this many steps, no stopping on validation."),
+        click.option("--no-augment", "augment", flag_value=False, default=True,
+                     help="No random axial flips / 90-degree rotations of the training crops."),
         click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True),
         click.option("--lr", type=float, help="Learning rate."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
         click.option("--no-val", "val", flag_value=False, default=True,
-                     help="Skip scoring <centre>_val at the end (final.json)."),
+                     help="With --steps: do not score <centre>_val at the end (final.json)."),
         _device, _overwrite, _quiet,
     ]
     for option in reversed(options):
@@ -113,6 +131,13 @@ def _train_options(func: Any) -> Any:
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _length(steps: int | None, max_steps: int | None, val_every: int | None, patience: int | None,
+            min_delta: float, min_steps: int | None, augment: bool) -> dict[str, Any]:
+    """The training-length options of the pipeline functions (those not given keep the pipeline's defaults)."""
+    return _drop_none({"steps": steps, "max_steps": max_steps, "val_every": val_every, "patience": patience,
+                       "min_delta": min_delta, "min_steps": min_steps, "augment": augment})
 
 
 @mm.command("pretrain")
@@ -125,15 +150,19 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
               help="Training crop = inference window (= UNETR's input size). Swin UNETR: one side above 32, "
                    "e.g. 64,64,64.")
 @click.option("--pet-norm", type=click.Choice(["zscore", "suv"]), default="zscore", show_default=True)
-def pretrain(datalist: str, centre: str, out: str, steps: int | None, batch_size: int, lr: float | None, seed: int,
+def pretrain(datalist: str, centre: str, out: str, max_steps: int | None, val_every: int | None, patience: int | None,
+             min_delta: float, min_steps: int | None, steps: int | None, augment: bool, batch_size: int,
+             lr: float | None, seed: int,
              val: bool, device: str, overwrite: bool, quiet: bool, inputs: str, arch: str, preset: str, crop: str,
              pet_norm: str) -> None:
-    """Train a CT-only, PET-only or early-fusion segmenter from scratch (all weights; default 500 steps, lr 1e-3)."""
+    """Train a CT-only, PET-only or early-fusion segmenter from scratch (all weights; lr 1e-3 by default), to
+    convergence on <centre>_val (best state kept; final.json: converged or capped, best step, learning curve)."""
     from petite.pemma.pipeline import pretrain as run
 
     final = run(datalist, centre, out, inputs=inputs, arch=arch, preset=preset, crop=parse_size(crop, "--crop"),
                 batch_size=batch_size, seed=seed, pet_norm=pet_norm, device=device, val=val, overwrite=overwrite,
-                progress=not quiet, **_drop_none({"steps": steps, "lr": lr}))
+                progress=not quiet, **_length(steps, max_steps, val_every, patience, min_delta, min_steps, augment),
+                **_drop_none({"lr": lr}))
     _echo_json(final)
 
 
@@ -161,19 +190,22 @@ def pretrain(datalist: str, centre: str, out: str, steps: int | None, batch_size
 @click.option("--mode-probs", help="With --init: per-batch input modes, default ctpet=0.6,ct=0.2,pet=0.2.")
 @click.option("--crop", help="Training crop = inference window X,Y,Z (default: the run's; Swin UNETR can change it, "
                              "UNETR cannot).")
-def adapt(datalist: str, centre: str, out: str, steps: int | None, batch_size: int, lr: float | None, seed: int,
+def adapt(datalist: str, centre: str, out: str, max_steps: int | None, val_every: int | None, patience: int | None,
+          min_delta: float, min_steps: int | None, steps: int | None, augment: bool, batch_size: int,
+          lr: float | None, seed: int,
           val: bool, device: str, overwrite: bool, quiet: bool, init: str | None, continue_from: str | None,
           modality: str | None, method: str | None, rank: int | None, alpha: float | None,
           lora_dropout: float | None, lora_targets: str | None, fusion: str | None, train_decoder: bool | None,
           mode_probs: str | None, crop: str | None) -> None:
     """PEMMA: upgrade a CT-only run to CT+PET (by default the reference design: CT+PET tokens through the
-    ViT with LoRA on attention, PET embedding and skip, decoder and head train; default 300 steps, lr 2e-3),
-    or with --continue-from adapt a PEMMA run to a new centre with one modality (default 200 steps)."""
+    ViT with LoRA on attention, PET embedding and skip, decoder and head train; lr 2e-3), or with --continue-from
+    adapt a PEMMA run to a new centre with one modality; to convergence on <centre>_val as pretrain."""
     from petite.pemma import pipeline
 
     common = dict(batch_size=batch_size, seed=seed, device=device, val=val, overwrite=overwrite,
                   progress=not quiet, crop=parse_size(crop, "--crop") if crop is not None else None,
-                  **_drop_none({"steps": steps, "lr": lr}))
+                  **_length(steps, max_steps, val_every, patience, min_delta, min_steps, augment),
+                  **_drop_none({"lr": lr}))
     if (init is None) == (continue_from is None):
         raise UserError("give exactly one of --init (a CT-only run to upgrade) and --continue-from (a PEMMA run)")
     if init is not None:
@@ -230,7 +262,8 @@ def late(ct_model: str, pet_model: str, weight: float, out: str, overwrite: bool
 @click.option("--pet-model", type=click.Path(), help="PET-only run: late fusion with --model (a CT-only run).")
 @click.option("--late-weight", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True)
 @click.option("--datalist", required=True, type=click.Path(), help="Multi-modal datalist JSON.")
-@click.option("--split", required=True, help="Split to score, e.g. A_test.")
+@click.option("--split", required=True,
+              help="Split to score, e.g. A_test; several pooled: A_test,B_test (the report adds per-centre means).")
 @click.option("--mode", type=click.Choice(["ctpet", "ct", "pet"]), help="Input images (default: the run's own).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for <split>_<mode>.csv/.json (default: RUN/eval; with --pet-model RUN/eval_late).")
@@ -251,8 +284,10 @@ def evaluate(model: str, pet_model: str | None, late_weight: float, datalist: st
     report = run(model, datalist, split, mode=mode, out=folder, pet_run=pet_model, late_weight=late_weight,
                  roi=parse_size(roi, "--roi") if roi is not None else None, overlap=overlap, device=device,
                  progress=not quiet)
-    _echo_json({k: report[k] for k in ("kind", "split", "mode", "n", "mean", "hecktor")} |
-               {"files": [str(folder / f"{split}_{report['mode']}.{e}") for e in ("csv", "json")]})
+    stem = f"{split.replace(',', '+')}_{report['mode']}"
+    pooled = ("per_centre",) if len(report["per_centre"]) > 1 else ()
+    shown = ("kind", "split", "mode", "n", "mean", "hecktor", *pooled)
+    _echo_json({k: report[k] for k in shown} | {"files": [str(folder / f"{stem}.{e}") for e in ("csv", "json")]})
 
 
 @mm.command("demo")
@@ -265,8 +300,8 @@ def evaluate(model: str, pet_model: str | None, late_weight: float, datalist: st
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo in --out.")
 def demo(out: str, quick: bool, seed: int, workers: int | None, overwrite: bool) -> None:
     """PEMMA end to end on two synthetic centres: CT-only, PET-only, early/late fusion, PEMMA, continual
-    adaptation with PET only and forgetting; prints the tables, writes OUT/report/ (about 8 min of
-    wall clock on 2 idle CPU cores; 15 min measured with the cores shared by other jobs)."""
+    adaptation with PET only and forgetting, every model trained to convergence on validation; prints the
+    tables, writes OUT/report/ (tens of minutes on 2 CPU cores; --quick: about a minute)."""
     from petite.demos.headneck import run_demo
 
     run_demo(out, quick=quick, seed=seed, overwrite=overwrite, workers=workers, echo=click.echo)

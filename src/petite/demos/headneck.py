@@ -5,12 +5,17 @@ What it does (every number it prints is measured in that run):
 1. **Simulate** centre A (CHUM-like) and centre B (CHUS-like: noisier,
    blurrier PET with another SUV calibration) with
    :func:`petite.headneck.synthetic.simulate_hn` at the ``small`` grid
-   (64x64x48, ~3.1 mm); A's patients are split train/test, B's train/test;
+   (64x64x48, ~3.1 mm); each centre's patients are split train/val/test;
    one datalist ``DIR/data/datalist.json`` holds both.
-2. **Train on A** (UNETR ``small``, random 32^3 crops, DiceCE, AdamW, the
-   same steps for each): CT-only (the model PEMMA starts from), PET-only and
-   early fusion (2 channels); late fusion averages the CT-only and PET-only
-   logits (no training).
+2. **Train on A** (UNETR ``small``, random 32^3 crops with axial flips and
+   rotations, DiceCE, AdamW with warm-up and cosine decay), every model **to
+   convergence** on ``A_val`` (:func:`petite.pemma.train.train_segmenter`:
+   whole-volume mean foreground Dice every ``val_every`` steps, stopped after
+   ``patience`` validations without improvement or at the cap, the best state
+   kept): CT-only (the model PEMMA starts from), PET-only and early fusion
+   (2 channels); late fusion averages the CT-only and PET-only logits (no
+   training).  The tables say, per model, how many steps it trained, its best
+   step and whether it converged or hit the cap.
 3. **PEMMA**: upgrade the CT-only model on A with the default (reference)
    design of :class:`petite.pemma.upgrade.PEMMA`: CT and PET tokens
    concatenated through the ViT, LoRA r 4 on q and v, the new PET embedding
@@ -20,8 +25,8 @@ What it does (every number it prints is measured in that run):
    every input mode it supports: Dice, DSCagg (with a 95 % bootstrap interval),
    absent-node false positives / true negatives and HD95 (mm, with its case
    count) for GTVp and GTVn (:mod:`petite.pemma.aggregate`).
-5. **Continual adaptation to B with PET only**: only PEMMA's PET parts train
-   (PET embedding, PET skip); Dice on B_test (PET) before and
+5. **Continual adaptation to B with PET only** (to convergence on ``B_val``):
+   only PEMMA's PET parts train (PET embedding, PET skip); Dice on B_test (PET) before and
    after, and on A_test (CT+PET, CT, PET) before and after: the forgetting.
    CT-only predictions cannot change (no CT path is touched), which the table shows.
 6. **Report**: both tables printed and written to ``DIR/report/table.md``,
@@ -31,21 +36,33 @@ What it does (every number it prints is measured in that run):
    (survival from the adapted encoder: CT, CT+PET, CT+PET+clinical heads);
    its table is printed too.
 
-Sizes (:data:`FULL`): 24 patients at A (17 train, 7 test), 10 at B (6 train,
-4 test); batch 2; 400 steps for each model trained from scratch, 300 for the
-PEMMA upgrade, 150 for the PET-only continual adaptation; evaluation windows
-32^3 with overlap 0.5 (overlap 0 costs less than half but loses 0.3 GTVp Dice
-at the window seams).
+Sizes (:data:`FULL`): 28 patients at A (17 train, 4 validation, 7 test), 12
+at B (6 train, 2 validation, 4 test); batch 2; every training validated every
+100 steps with patience 5 (and never stopped before a quarter of its cap, nor
+while its best validation Dice is 0); caps 2000 steps for each model trained
+from scratch, 1000 for the PEMMA upgrade, 500 for the PET-only continual
+adaptation; evaluation (and validation) windows 32^3 with overlap 0.5 (overlap
+0 costs less than half but loses 0.3 GTVp Dice at the window seams).  The cap
+2000 is there because the CT-only model learns GTVp late: with the earlier
+fixed 400 steps at a constant learning rate its A_test GTVp Dice was 0.043
+(0.569 at 800 steps), which made PEMMA's CT -> CT+PET gain look larger than
+it is.  Measured (CT-only pre-training alone with these settings on the same
+centre A, one torch thread, load average 3-10 from other jobs): validation
+Dice 0 up to step 500, GTVp learned from step 600; it hit the cap (best
+step 1900, A_val mean foreground Dice 0.155: GTVp 0.310, GTVn 0), A_test GTVp
+Dice 0.587, GTVn 0; 2437 s wall, 1170 s CPU.  It was still creeping up as
+the cosine schedule reached 0, so a larger cap would trade time for a
+converged CT-only model.
 
-Measured on the 2-core development machine: 12.0 min wall clock with the
-load average at 0.9 when it started and 3.2 at the end (other jobs joined;
-trainings 512 s, continual adaptation and 13 evaluations 118 s, figure 35 s,
-the prognosis hook 49 s); 14.9 min with the cores shared throughout.  CPU
-time 807 s in all processes, 403 s per core: on 2 idle cores at least 6.7
-min, about 7.5 min from the per-job CPU times (CT-only 152 s, PET-only 151 s,
-early fusion 151 s, PEMMA 95 s, continual 43 s, evaluations 105 s).  A step
-of UNETR small (batch 2, 32^3) costs 0.32-0.38 s of CPU.  ``quick=True`` (:data:`QUICK`): ``tiny`` grid and model,
-a handful of patients and steps: a smoke test, its numbers mean nothing.
+Cost: a step of UNETR small (batch 2, 32^3) costs 0.32-0.38 s of CPU (measured
+with the earlier fixed-step demo: 12.0 min wall clock for 400/300/150 steps,
+807 s CPU in all processes; PEMMA 0.32 s and the continual adaptation 0.29 s
+per step).  Trained to convergence the cost depends on where each model
+stops; at the caps the trainings would take about 3 x 2000 x 0.35 s + 1000 x
+0.32 s + 500 x 0.29 s = 43 min of CPU plus the validations (an estimate from
+those per-step costs, not a measurement), about 21 min on 2 idle cores.
+``quick=True`` (:data:`QUICK`): ``tiny`` grid and model, a handful of patients
+and steps: a smoke test, its numbers mean nothing.
 
 Parallelism: the three trainings from scratch, the PEMMA upgrade, the
 continual adaptation and the evaluations run as jobs in worker processes with
@@ -100,23 +117,26 @@ class DemoSize:
     target_patients: int
     target_splits: tuple[float, float, float]
     batch_size: int
-    pretrain_steps: int
+    pretrain_max_steps: int  # caps: every model trains to convergence on its centre's validation split
     pretrain_lr: float
-    adapt_steps: int
+    adapt_max_steps: int
     adapt_lr: float
-    continual_steps: int
+    continual_max_steps: int
     continual_lr: float
-    overlap: float  # sliding-window overlap at evaluation
+    val_every: int  # steps between validations
+    patience: int  # validations without improvement before stopping
+    overlap: float  # sliding-window overlap at evaluation (and validation)
     sim_workers: int = 1
 
 
-FULL = DemoSize(grid="small", preset="small", crop=(32, 32, 32), source_patients=24, source_splits=(0.7, 0.0, 0.3),
-                target_patients=10, target_splits=(0.6, 0.0, 0.4), batch_size=2, pretrain_steps=400,
-                pretrain_lr=1e-3, adapt_steps=300, adapt_lr=2e-3, continual_steps=150, continual_lr=2e-3,
-                overlap=0.5)
-QUICK = DemoSize(grid="tiny", preset="tiny", crop=(16, 16, 16), source_patients=5, source_splits=(0.6, 0.0, 0.4),
-                 target_patients=4, target_splits=(0.5, 0.0, 0.5), batch_size=1, pretrain_steps=4, pretrain_lr=1e-3,
-                 adapt_steps=4, adapt_lr=2e-3, continual_steps=3, continual_lr=2e-3, overlap=0.0)
+FULL = DemoSize(grid="small", preset="small", crop=(32, 32, 32), source_patients=28,
+                source_splits=(0.6, 0.15, 0.25), target_patients=12, target_splits=(0.5, 0.17, 0.33), batch_size=2,
+                pretrain_max_steps=2000, pretrain_lr=1e-3, adapt_max_steps=1000, adapt_lr=2e-3,
+                continual_max_steps=500, continual_lr=2e-3, val_every=100, patience=5, overlap=0.5)
+QUICK = DemoSize(grid="tiny", preset="tiny", crop=(16, 16, 16), source_patients=6, source_splits=(0.5, 0.17, 0.33),
+                 target_patients=5, target_splits=(0.4, 0.2, 0.4), batch_size=1, pretrain_max_steps=4,
+                 pretrain_lr=1e-3, adapt_max_steps=4, adapt_lr=2e-3, continual_max_steps=3, continual_lr=2e-3,
+                 val_every=2, patience=1, overlap=0.0)
 
 # (row label, run name, input mode) in table order.
 ROWS: tuple[tuple[str, str, str], ...] = (
@@ -168,10 +188,28 @@ def _num(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-SEGMENTATION_COLUMNS = ("Method", "Input", "% trainable", "Dice GTVp", "Dice GTVn", "DSCagg GTVp", "DSCagg GTVn",
-                        "DSCagg mean [95 % CI]", "GTVn absent: FP/TN", "HD95 GTVp (mm, n)", "HD95 GTVn (mm, n)")
+SEGMENTATION_COLUMNS = ("Method", "Input", "% trainable", "Steps (best)", "Stopped", "Dice GTVp", "Dice GTVn",
+                        "DSCagg GTVp", "DSCagg GTVn", "DSCagg mean [95 % CI]", "GTVn absent: FP/TN",
+                        "HD95 GTVp (mm, n)", "HD95 GTVn (mm, n)")
 CONTINUAL_COLUMNS = ("Test split", "Input", "Dice GTVp before", "Dice GTVp after", "Dice mean before",
                      "Dice mean after", "Change")
+
+
+def stopping(final: Mapping[str, Any]) -> str:
+    """How a run's training ended, in words: ``converged at step B of N`` or ``capped at N (best B)``."""
+    if final.get("converged"):
+        return f"converged at step {final['steps']} (best {final['best_step']})"
+    if final.get("max_steps") is not None:
+        return f"hit the cap of {final['max_steps']} steps (best {final['best_step']})"
+    return f"fixed budget of {final.get('steps')} steps"
+
+
+def _training_cells(row: Mapping[str, Any]) -> list[str]:
+    """``Steps (best)`` and ``Stopped`` of a table row (late fusion trains nothing: its members did)."""
+    if row.get("steps") is None:
+        return ["-", "-"]
+    stopped = "converged" if row.get("converged") else ("cap" if row.get("max_steps") is not None else "budget")
+    return [f"{row['steps']} ({row['best_step']})", stopped]
 
 
 def format_segmentation_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
@@ -180,7 +218,8 @@ def format_segmentation_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     for r in rows:
         h = r["hecktor"]
         p, n = h["classes"]["1"], h["classes"]["2"]
-        cells.append([r["method"], MODE_NAMES[r["mode"]], _num(r["percent"], 2), _num(p["dice_mean"], 3),
+        cells.append([r["method"], MODE_NAMES[r["mode"]], _num(r["percent"], 2), *_training_cells(r),
+                      _num(p["dice_mean"], 3),
                       _num(n["dice_mean"], 3), _num(p["dsc_agg"], 3), _num(n["dsc_agg"], 3),
                       format_ci(h["overall"]["dsc_agg"], h["overall"]["dsc_agg_ci"]),
                       f"{n['absent']['false_positive']}/{n['absent']['true_negative']}",
@@ -213,16 +252,19 @@ def _evaluate_job(run: str, datalist: str, split: str, mode: str, out: str, over
 def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any], dl: str, runs: Path, seed: int,
                         stage: Callable[[str, str], None], timings: dict[str, float]) -> dict[str, Any]:
     """Steps 2-5 of the demo as jobs: train, upgrade, continual adaptation, every evaluation."""
-    common = dict(batch_size=size.batch_size, seed=seed, device="cpu", val=False)
+    common = dict(batch_size=size.batch_size, seed=seed, device="cpu", val_every=size.val_every,
+                  patience=size.patience)
     crop = "x".join(map(str, size.crop))
 
     # 2-3. From scratch on A (CT-only, PET-only, early fusion), then the PEMMA upgrade of CT-only.
     t = time.perf_counter()
     labels = {"ct": "CT-only", "pet": "PET-only", "early": "early fusion", "pemma": "PEMMA upgrade"}
     stage("train", f"UNETR {size.preset} on {SOURCE}_train from scratch: CT-only, PET-only, early fusion, "
-          f"{size.pretrain_steps} steps each (batch {size.batch_size}, crop {crop}, lr {size.pretrain_lr:g})")
+          f"each to convergence on {SOURCE}_val (validated every {size.val_every} steps, patience "
+          f"{size.patience}, cap {size.pretrain_max_steps}; batch {size.batch_size}, crop {crop}, "
+          f"lr {size.pretrain_lr:g})")
     futures = {name: jobs.submit(pipeline.pretrain, dl, SOURCE, str(runs / name), inputs=inputs,
-                                 preset=size.preset, crop=size.crop, steps=size.pretrain_steps,
+                                 preset=size.preset, crop=size.crop, max_steps=size.pretrain_max_steps,
                                  lr=size.pretrain_lr, **common)
                for name, inputs in (("ct", "ct"), ("pet", "pet"), ("early", "ctpet"))}
     finals: dict[str, dict[str, Any]] = {}
@@ -230,16 +272,16 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
     def collect(name: str) -> dict[str, Any]:
         finals[name] = futures[name].result()
         f = finals[name]
-        stage(f"train {labels[name]}", f"done: {f['time_s']:.0f} s, {f['step_time_s']:.2f} s/step, "
+        stage(f"train {labels[name]}", f"done: {stopping(f)}, {f['time_s']:.0f} s, {f['step_time_s']:.2f} s/step, "
               f"{f['percent']:.2f} % trainable, final loss {f['final_loss']:.3f}")
         return f
 
     collect("ct")
     stage("PEMMA", f"upgrade CT-only (reference design: CT+PET tokens, LoRA r 4 on q/v, PET embedding and skip, "
-          f"decoder) on {SOURCE}_train, {size.adapt_steps} steps, "
+          f"decoder) on {SOURCE}_train to convergence (cap {size.adapt_max_steps} steps), "
           f"modes CT+PET/CT/PET 0.6/0.2/0.2, lr {size.adapt_lr:g}")
     futures["pemma"] = jobs.submit(pipeline.adapt, str(runs / "ct"), dl, SOURCE, str(runs / "pemma"),
-                                   steps=size.adapt_steps, lr=size.adapt_lr, **common)
+                                   max_steps=size.adapt_max_steps, lr=size.adapt_lr, **common)
     for name in ("pet", "early", "pemma"):
         collect(name)
     pipeline.late(runs / "ct", runs / "pet", runs / "late")
@@ -250,9 +292,10 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
     test_a, test_b = f"{SOURCE}_test", f"{TARGET}_test"
     stage("evaluate", f"{len(data[test_a])} {test_a} cases, whole volumes, sliding {crop} windows "
           f"(overlap {size.overlap:g}); continual adaptation to {TARGET} with PET only: "
-          f"{size.continual_steps} steps on {TARGET}_train, only the PET parts train")
+          f"on {TARGET}_train to convergence on {TARGET}_val (cap {size.continual_max_steps} steps), only the PET "
+          f"parts train")
     futures["pemma_b"] = jobs.submit(pipeline.continue_adapt, str(runs / "pemma"), dl, TARGET,
-                                     str(runs / "pemma_b"), modality="pet", steps=size.continual_steps,
+                                     str(runs / "pemma_b"), modality="pet", max_steps=size.continual_max_steps,
                                      lr=size.continual_lr, **common)
     evaluations: dict[str, concurrent.futures.Future] = {}
 
@@ -265,7 +308,8 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
     score("pemma", test_b, "pet")
     score("pet", test_b, "pet")
     finals["pemma_b"] = futures["pemma_b"].result()
-    stage("continual", f"done: {finals['pemma_b']['time_s']:.0f} s, {finals['pemma_b']['percent']:.2f} % trainable")
+    stage("continual", f"done: {stopping(finals['pemma_b'])}, {finals['pemma_b']['time_s']:.0f} s, "
+          f"{finals['pemma_b']['percent']:.2f} % trainable")
     for split, mode in ((test_b, "pet"), (test_a, "ctpet"), (test_a, "ct"), (test_a, "pet")):
         score("pemma_b", split, mode)
     reports = {key: future.result() for key, future in evaluations.items()}
@@ -278,6 +322,7 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
         final_run = read_final(runs / run)
         rows.append({"method": label, "run": run, "mode": mode, "percent": final_run.get("percent"),
                      "trainable": final_run.get("trainable"), "n": report["n"],
+                     **{k: final_run.get(k) for k in ("steps", "best_step", "converged", "max_steps")},
                      **{k: report["mean"].get(k) for k in ("dice_1", "dice_2", "dice_mean", "hd95_1", "hd95_2",
                                                            "hd95_mean")},
                      "dice_mean_std": float(np.nanstd([c["dice_mean"] for c in report["cases"]])),
@@ -350,13 +395,18 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
         c_text, c_markdown = format_continual_table(continual)
         n_a, n_b = len(data[test_a]), len(data[test_b])
         caption = (f"Centre {SOURCE} test set ({n_a} synthetic patients), means over patients; UNETR {size.preset}, "
-                   f"crop {crop}; from scratch {size.pretrain_steps} steps (batch {size.batch_size}), PEMMA upgrade "
-                   f"{size.adapt_steps} steps. % trainable: of the model itself (late fusion: both members train "
+                   f"crop {crop}, batch {size.batch_size}; every model trained to convergence on {SOURCE}_val "
+                   f"(mean foreground Dice every {size.val_every} steps, stopped after {size.patience} validations "
+                   f"without improvement, best state kept; caps: from scratch {size.pretrain_max_steps}, PEMMA "
+                   f"upgrade {size.adapt_max_steps} steps); Steps (best): steps trained (the step whose state is "
+                   f"kept); Stopped: converged, or cap if the cap came first. % trainable: of the model itself "
+                   f"(late fusion: both members train "
                    f"fully); PEMMA: of the CT model. Dice: mean over the patients who have the class; DSCagg: "
                    f"sum 2|P&G| / sum (|P|+|G|) over all patients (HECKTOR's metric), 95 % percentile bootstrap "
                    f"over patients; patients without nodes are counted apart (false positives / true negatives); "
                    f"HD95 over the n cases where both masks are non-empty.")
-        c_caption = (f"PEMMA adapted to centre {TARGET} ({size.continual_steps} steps, PET only: PET embedding and "
+        c_caption = (f"PEMMA adapted to centre {TARGET} ({stopping(finals['pemma_b'])} on {TARGET}_val, PET only: "
+                     f"PET embedding and "
                      f"skip train, {finals['pemma_b']['percent']:.2f} % of the CT model). Before = the PEMMA "
                      f"model trained on {SOURCE}; after = adapted to {TARGET}. Reference: the PET-only baseline "
                      f"trained on {SOURCE} scores Dice {pet_only_b['mean']['dice_mean']:.3f} on {test_b} "

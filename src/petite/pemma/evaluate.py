@@ -193,3 +193,60 @@ def evaluate_segmenter(
         model.train(was_training)
     return {"mode": mode, "roi": list(window), "cases": rows, "mean": mean_metrics(rows),
             "hecktor": aggregate(rows, seed=bootstrap_seed)}
+
+
+def validation_dice(
+    model: nn.Module,
+    cases: Sequence[Mapping[str, Any]],
+    mode: str,
+    roi: Sequence[int] | int | None = None,
+    overlap: float = 0.5,
+    *,
+    sw_batch_size: int = 1,
+    device: str | torch.device | None = None,
+    classes: Sequence[int] = CLASSES,
+) -> dict[str, float]:
+    """The score training stops on: mean foreground Dice over the classes, from whole-volume predictions.
+
+    The same predictions as :func:`evaluate_segmenter` (sliding windows, argmax),
+    but only Dice, computed from voxel counts: no HD95 and no bootstrap, which cost
+    more than the inference on small volumes and are not needed to pick a step.
+    Per class, the Dice is averaged over the cases that have the class (the
+    convention of :func:`case_metrics`, so ``dice_<c>`` equals
+    :func:`evaluate_segmenter`'s mean); ``dice`` is the mean of those class
+    means over the classes present in at least one case (GTVp and GTVn weigh
+    the same however many cases have nodes).
+
+    Returns:
+        ``{"dice": float, "dice_1": float, "dice_2": float, ...}`` (a class no case has: NaN).
+
+    Raises:
+        UserError: no cases, a case without a label, or no case with any foreground class.
+    """
+    check_mode(mode)
+    if not cases:
+        raise UserError("validation needs at least one case")
+    window = resolve_window(model, roi)
+    dev = resolve_device(device)
+    model.to(dev)
+    was_training = model.training
+    model.eval()
+    per_class: dict[int, list[float]] = {c: [] for c in classes}
+    try:
+        for case in cases:
+            if case.get("label") is None:
+                raise UserError(f"case {case.get('patient', '?')!r} has no label to validate against")
+            pred = predict_case(model, case, mode, window, overlap, sw_batch_size, device=dev).argmax(dim=1)[0].cpu()
+            label = torch.as_tensor(case["label"]).reshape(pred.shape)
+            for c in classes:
+                p, g = pred == c, label == c
+                gt = int(g.sum())
+                if gt:
+                    per_class[c].append(2.0 * int((p & g).sum()) / (int(p.sum()) + gt))
+    finally:
+        model.train(was_training)
+    out = {f"dice_{c}": float(np.mean(v)) if v else math.nan for c, v in per_class.items()}
+    present = [out[f"dice_{c}"] for c in classes if per_class[c]]
+    if not present:
+        raise UserError("no validation case has a tumour (GTVp or GTVn) to score Dice on")
+    return {"dice": float(np.mean(present)), **out}

@@ -14,8 +14,15 @@
 - :func:`late`: a late-fusion run from a CT-only and a PET-only run (no training).
 - :func:`evaluate`: Dice and HD95 per class and case of a run on a split, in one input mode.
 
-Training is :func:`petite.pemma.train.train_segmenter` (DiceCE, AdamW,
-foreground-biased crops); the model is held in memory and the run folder
+Training is :func:`petite.pemma.train.train_segmenter` (DiceCE, AdamW with
+warm-up and cosine decay, foreground-biased crops, axial flips and rotations).
+By default every model trains **to convergence**: it is validated every
+``val_every`` steps on the centre's ``<centre>_val`` split (mean foreground
+Dice), stops after ``patience`` validations without improvement or at
+``max_steps``, and the best state is kept; ``final.json`` records ``converged``
+/ ``capped``, ``best_step`` and the learning curve (``curve``).  ``steps=N``
+instead trains a fixed budget (the validation split, if any, scored once at the
+end).  The model is held in memory and the run folder
 written at the end through :func:`petite.atomic.staged_folder`, so a
 failure (or Ctrl-C) leaves no half-written run.  Inputs (datalist, centre,
 split, run kinds, output folder) are checked before any training starts.
@@ -47,12 +54,17 @@ from petite.headneck.datalist import (
 )
 from petite.pemma import runs
 from petite.pemma.baselines import LateFusion, build_baseline
-from petite.pemma.evaluate import evaluate_segmenter
+from petite.pemma.evaluate import evaluate_segmenter, mean_metrics
 from petite.pemma.segmentation import check_mode, resolve_window
-from petite.pemma.train import resolve_mode_probs, train_segmenter
+from petite.pemma.train import PATIENCE, resolve_mode_probs, train_segmenter
 from petite.pemma.upgrade import MODALITY_PARTS, PEMMA, set_trainable, summary
 
 CaseCache = MutableMapping[tuple[str, str, str], list[dict[str, Any]]]
+#: ``[(split name, its items), ...]``: one split per centre, pooled.
+Splits = list[tuple[str, list[dict[str, Any]]]]
+
+#: Default caps of a training to convergence (``max_steps``) of each step.
+MAX_STEPS = {"pretrain": 2000, "adapt": 1000, "continual": 500}
 
 
 # ----------------------------------------------------------------------------- data
@@ -87,6 +99,32 @@ def centre_split(datalist: Mapping[str, Any], centre: str, kind: str, need: bool
             raise UserError(f"the datalist has no split {name!r}", datalist.get("_path"))
         return name, []
     return name, split_items(datalist, name, need)
+
+
+def parse_centres(centre: str | Sequence[str]) -> list[str]:
+    """``"A,B,C"`` (or a sequence) -> ``["A", "B", "C"]``: the centres whose cases are pooled."""
+    names = [c.strip() for c in centre.split(",")] if isinstance(centre, str) else [str(c).strip() for c in centre]
+    if not names or not all(names) or len(set(names)) != len(names):
+        raise UserError(f"--centre takes one centre or several, comma-separated and distinct, e.g. A,B,C; "
+                        f"got {centre!r}")
+    return names
+
+
+def pooled_split(datalist: Mapping[str, Any], centres: Sequence[str], kind: str) -> Splits:
+    """The ``kind`` split of every centre (each must exist and hold patients)."""
+    return [centre_split(datalist, centre, kind) for centre in centres]
+
+
+def split_label(splits: Splits) -> str:
+    """The splits' names joined by commas (one name for one centre), as configs and reports record them."""
+    return ",".join(name for name, _ in splits)
+
+
+def pooled_cases(datalist: Mapping[str, Any], splits: Splits, pet_norm: str, cache: CaseCache | None = None
+                 ) -> list[dict[str, Any]]:
+    """The loaded cases of every split, in order (each case keeps its ``centre``)."""
+    return [case for name, entries in splits if entries
+            for case in load_cases(datalist, name, entries, pet_norm, cache)]
 
 
 def load_cases(datalist: Mapping[str, Any], split: str, entries: Sequence[Mapping[str, Any]], pet_norm: str,
@@ -147,8 +185,20 @@ def _summary_final(model: nn.Module, result: Mapping[str, Any], kind: str, extra
     }
     if groups is not None:
         final["groups"] = groups
+    final.update(_training_record(result))
     final.update(extra)
     return final
+
+
+def _training_record(result: Mapping[str, Any]) -> dict[str, Any]:
+    """How long training ran and why it stopped, for ``final.json`` (:func:`~petite.pemma.train.train_segmenter`)."""
+    keys = ("stopped", "converged", "max_steps", "val_every", "patience", "min_delta", "min_steps", "best_step",
+            "best_val_dice",
+            "schedule", "warmup_steps", "augment", "curve")
+    record = {k: result[k] for k in keys}
+    # A fixed budget neither converges nor hits a cap.
+    record["capped"] = result["stopped"] == "max_steps"
+    return record
 
 
 def _cpu(start: float) -> float:
@@ -160,14 +210,52 @@ def _metrics_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"step": k + 1, "loss": loss, "mode": mode} for k, (loss, mode) in enumerate(zip(result["losses"], result["modes"]))]
 
 
-def _validate(model: nn.Module, datalist: Mapping[str, Any], centre: str, mode: str, crop: Sequence[int],
-              pet_norm: str, device: str | None, cache: CaseCache | None, val: bool) -> dict[str, Any] | None:
-    name, entries = centre_split(datalist, centre, "val", need=False)
-    if not val or not entries:
-        return None
-    cases = load_cases(datalist, name, entries, pet_norm, cache)
-    result = evaluate_segmenter(model, cases, mode, roi=crop, sw_batch_size=4, device=device)
-    return {"split": name, "mode": mode, **result["mean"]}
+class Length:
+    """How long to train (see :func:`~petite.pemma.train.train_segmenter`): a fixed budget ``steps``, or to
+    convergence on ``<centre>_val`` (``max_steps`` cap, ``val_every``, ``patience``, ``min_delta``)."""
+
+    def __init__(self, step: str, steps: int | None, max_steps: int | None, val_every: int | None, patience: int,
+                 min_delta: float, val: bool, min_steps: int | None = None) -> None:
+        if steps is not None and max_steps is not None:
+            raise UserError("give --steps (a fixed budget) or --max-steps (a cap; stops on validation), not both")
+        if steps is None and not val:
+            raise UserError("--no-val needs --steps N: training to convergence stops on the validation split")
+        self.steps, self.val = steps, val
+        self.max_steps = None if steps is not None else (MAX_STEPS[step] if max_steps is None else max_steps)
+        self.val_every, self.patience, self.min_delta, self.min_steps = val_every, patience, min_delta, min_steps
+
+    def val_split(self, datalist: Mapping[str, Any], centres: Sequence[str]) -> Splits:
+        """The validation splits of ``centres`` (pooled); UserError when training to convergence and they are empty."""
+        splits = [centre_split(datalist, centre, "val", need=False) for centre in centres]
+        if self.steps is None and not any(entries for _, entries in splits):
+            names = " and ".join(repr(name) for name, _ in splits)
+            raise UserError(f"training to convergence stops on the validation split {names}, which the datalist "
+                            f"lacks or has empty; give --steps N for a fixed budget", datalist.get("_path"))
+        return [(name, entries if self.val else []) for name, entries in splits]
+
+    def config(self) -> dict[str, Any]:
+        return {"steps": self.steps, "max_steps": self.max_steps, "val_every": self.val_every,
+                "patience": self.patience if self.steps is None else None,
+                "min_delta": self.min_delta if self.steps is None else None,
+                "min_steps": self.min_steps if self.steps is None else None}
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~petite.pemma.train.train_segmenter`."""
+        if self.steps is not None:
+            return {"steps": self.steps}
+        return {"max_steps": self.max_steps, "val_every": self.val_every, "patience": self.patience,
+                "min_delta": self.min_delta, "min_steps": self.min_steps}
+
+
+def _train(model: nn.Module, cases: list[dict[str, Any]], length: Length, val: Splits,
+           data: Mapping[str, Any], inputs: str, pet_norm: str, cache: CaseCache | None, **kwargs: Any
+           ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Train (:func:`~petite.pemma.train.train_segmenter`) with ``val`` (from :meth:`Length.val_split`) as the
+    validation cases; returns ``(its result, the final validation summary for final.json or None)``."""
+    val_cases = pooled_cases(data, val, pet_norm, cache)
+    result = train_segmenter(model, cases, inputs=inputs, val_cases=val_cases or None, **length.options(), **kwargs)
+    scored = None if result["val"] is None else {"split": split_label(val), "mode": inputs, **result["val"]["mean"]}
+    return result, scored
 
 
 def pretrain(
@@ -179,7 +267,13 @@ def pretrain(
     arch: str = "unetr",
     preset: str = "small",
     crop: int | Sequence[int] = (32, 32, 32),
-    steps: int = 500,
+    steps: int | None = None,
+    max_steps: int | None = None,
+    val_every: int | None = None,
+    patience: int = PATIENCE,
+    min_delta: float = 0.0,
+    min_steps: int | None = None,
+    augment: bool = True,
     batch_size: int = 2,
     lr: float = 1e-3,
     seed: int = 0,
@@ -193,8 +287,12 @@ def pretrain(
     """Train a CT-only / PET-only / early-fusion segmenter from scratch on ``centre``'s train split.
 
     Writes the run folder ``out`` (kind ``ct``, ``pet`` or ``early`` for ``inputs``
-    ``ct``, ``pet``, ``ctpet``) and returns its ``final.json``.
+    ``ct``, ``pet``, ``ctpet``) and returns its ``final.json``.  Length: to convergence on
+    ``<centre>_val`` (cap ``max_steps``, default :data:`MAX_STEPS`; ``val_every``, ``patience``,
+    ``min_delta``, ``min_steps``) unless ``steps`` gives a fixed budget; ``val=False`` (only with ``steps``)
+    skips the validation split.  ``augment``: axial flips and rotations.
     """
+    length = Length("pretrain", steps, max_steps, val_every, patience, min_delta, val, min_steps)
     check_mode(inputs)
     kind = runs.INPUTS_KIND[inputs]
     if pet_norm not in PET_NORMS:
@@ -202,19 +300,25 @@ def pretrain(
     size = parse_crop(crop)
     check_output_folder(out, overwrite)
     data, path = open_datalist(datalist)
-    split, entries = centre_split(data, centre, "train")
+    centres = parse_centres(centre)
+    train_splits = pooled_split(data, centres, "train")
+    val_split = length.val_split(data, centres)
     torch.manual_seed(seed)
     model = build_baseline(kind, arch, preset, img_size=size)
     resolve_window(model, size, "crop")  # a crop Swin cannot take fails here, in one line, before any loading
-    cases = load_cases(data, split, entries, pet_norm, cache)
+    cases = pooled_cases(data, train_splits, pet_norm, cache)
     cpu_start = time.process_time()
-    result = train_segmenter(model, cases, inputs=inputs, steps=steps, crop=size, batch_size=batch_size, lr=lr,
-                             seed=seed, progress=progress, device=device)
-    config = {"datalist": path, "centre": centre, "train_split": split, "inputs": inputs, "arch": arch,
-              "preset": preset, "crop": size, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-              "pet_norm": pet_norm}
-    final = _summary_final(model, result, kind, {"n_train": len(cases), "cpu_time_s": _cpu(cpu_start)})
-    final["val"] = _validate(model, data, centre, inputs, size, pet_norm, device, cache, val)
+    result, val_summary = _train(model, cases, length, val_split, data, inputs, pet_norm, cache, crop=size,
+                                 batch_size=batch_size, lr=lr, augment=augment, seed=seed, progress=progress,
+                                 device=device)
+    config = {"datalist": path, "centre": ",".join(centres), "centres": centres,
+              "train_split": split_label(train_splits), "val_split": split_label(val_split), "inputs": inputs,
+              "arch": arch, "preset": preset, "crop": size, **length.config(), "augment": bool(augment),
+              "batch_size": batch_size, "lr": lr, "seed": seed, "pet_norm": pet_norm}
+    n_by_centre = {c: sum(1 for case in cases if case.get("centre") == c) for c in centres}
+    final = _summary_final(model, result, kind, {"n_train": len(cases), "n_train_by_centre": n_by_centre,
+                                                 "cpu_time_s": _cpu(cpu_start)})
+    final["val"] = val_summary
     model.to("cpu")
     with staged_folder(out, overwrite) as folder:
         runs.save_run(folder, model, kind, config, final=final, metrics=_metrics_rows(result), destination=out)
@@ -234,7 +338,13 @@ def adapt(
     targets: str | Sequence[str] = "reference",
     fusion: str = "tokens",
     train_decoder: bool = True,
-    steps: int = 300,
+    steps: int | None = None,
+    max_steps: int | None = None,
+    val_every: int | None = None,
+    patience: int = PATIENCE,
+    min_delta: float = 0.0,
+    min_steps: int | None = None,
+    augment: bool = True,
     batch_size: int = 2,
     lr: float = 2e-3,
     seed: int = 0,
@@ -252,13 +362,16 @@ def adapt(
     UNETR takes any crop with one side above 32 voxels; UNETR only its own.
     ``method``, ``r``, ``alpha``, ``dropout``, ``targets``, ``fusion``,
     ``train_decoder``: the design (:class:`~petite.pemma.upgrade.PEMMA`; the
-    defaults are the reference one).
+    defaults are the reference one).  Length and validation: as :func:`pretrain` (validation
+    in the ``ctpet`` mode).
     """
+    length = Length("adapt", steps, max_steps, val_every, patience, min_delta, val, min_steps)
     base_config = runs.require_kind(init, ("ct",), "--init (the model to upgrade)")
     probs = parse_mode_probs(mode_probs)
     check_output_folder(out, overwrite)
     data, path = open_datalist(datalist)
     split, entries = centre_split(data, centre, "train")
+    val_split = length.val_split(data, [centre])
     ct_model, _ = runs.load_run(init)
     torch.manual_seed(seed)
     model = PEMMA(ct_model, method=method, r=r, alpha=alpha, dropout=dropout, targets=targets, fusion=fusion,
@@ -268,16 +381,18 @@ def adapt(
     pet_norm = base_config.get("pet_norm", "zscore")
     cases = load_cases(data, split, entries, pet_norm, cache)
     cpu_start = time.process_time()
-    result = train_segmenter(model, cases, inputs="ctpet", steps=steps, crop=crop, batch_size=batch_size, lr=lr,
-                             seed=seed, mode_probs=probs, progress=progress, device=device)
-    config = {"datalist": path, "centre": centre, "train_split": split, "inputs": "ctpet", "method": method,
+    result, val_summary = _train(model, cases, length, val_split, data, "ctpet", pet_norm, cache, crop=crop,
+                                 batch_size=batch_size, lr=lr, augment=augment, seed=seed, mode_probs=probs,
+                                 progress=progress, device=device)
+    config = {"datalist": path, "centre": centre, "train_split": split, "val_split": split_label(val_split),
+              "inputs": "ctpet", "method": method,
               "peft": model.config["peft"], "fusion": fusion, "train_decoder": bool(train_decoder),
               "mode_probs": probs,
-              "crop": crop, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pet_norm": pet_norm,
-              "arch": base_config.get("arch"), "preset": base_config.get("preset"),
+              "crop": crop, **length.config(), "augment": bool(augment), "batch_size": batch_size, "lr": lr,
+              "seed": seed, "pet_norm": pet_norm, "arch": base_config.get("arch"), "preset": base_config.get("preset"),
               "trained_groups": list(model.default_groups)}
     final = _summary_final(model, result, "pemma", {"n_train": len(cases), "cpu_time_s": _cpu(cpu_start)})
-    final["val"] = _validate(model, data, centre, "ctpet", crop, pet_norm, device, cache, val)
+    final["val"] = val_summary
     model.to("cpu")
     with staged_folder(out, overwrite) as folder:
         runs.save_run(folder, model, "pemma", config, final=final, metrics=_metrics_rows(result),
@@ -293,7 +408,13 @@ def continue_adapt(
     *,
     modality: str = "pet",
     crop: int | Sequence[int] | None = None,
-    steps: int = 200,
+    steps: int | None = None,
+    max_steps: int | None = None,
+    val_every: int | None = None,
+    patience: int = PATIENCE,
+    min_delta: float = 0.0,
+    min_steps: int | None = None,
+    augment: bool = True,
     batch_size: int = 2,
     lr: float = 2e-3,
     seed: int = 0,
@@ -306,7 +427,10 @@ def continue_adapt(
     """Continual adaptation of PEMMA run ``previous`` to ``centre`` with ``modality`` only (its parts alone train).
 
     ``crop``: training crop and inference window (default: the previous run's; see :func:`adapt`).
+    Length and validation: as :func:`pretrain` (validation in ``modality``'s mode on ``centre``'s
+    validation split).
     """
+    length = Length("continual", steps, max_steps, val_every, patience, min_delta, val, min_steps)
     if modality not in MODALITY_PARTS:
         raise UserError(f"--modality must be one of {', '.join(MODALITY_PARTS)} (the one modality the new "
                         f"centre has), got {modality!r}")
@@ -314,6 +438,7 @@ def continue_adapt(
     check_output_folder(out, overwrite)
     data, path = open_datalist(datalist)
     split, entries = centre_split(data, centre, "train")
+    val_split = length.val_split(data, [centre])
     model, info = runs.load_run(previous)
     crop = list(resolve_window(model, prev_config["crop"] if crop is None else parse_crop(crop), "crop"))
     groups = MODALITY_PARTS[modality]
@@ -321,18 +446,21 @@ def continue_adapt(
     pet_norm = prev_config.get("pet_norm", "zscore")
     cases = load_cases(data, split, entries, pet_norm, cache)
     cpu_start = time.process_time()
-    result = train_segmenter(model, cases, inputs=modality, steps=steps, crop=crop, batch_size=batch_size, lr=lr,
-                             seed=seed, progress=progress, device=device)
-    config = {"datalist": path, "centre": centre, "train_split": split, "inputs": modality, "modality": modality,
+    result, val_summary = _train(model, cases, length, val_split, data, modality, pet_norm, cache, crop=crop,
+                                 batch_size=batch_size, lr=lr, augment=augment, seed=seed, progress=progress,
+                                 device=device)
+    config = {"datalist": path, "centre": centre, "train_split": split, "val_split": split_label(val_split),
+              "inputs": modality, "modality": modality,
               "parent": runs.run_link(Path(previous), Path(out)), "trained_groups": list(groups),
               "method": prev_config.get("method"), "peft": prev_config.get("peft"),
               "fusion": info.get("pemma", {}).get("fusion", "channels"),
-              "train_decoder": bool(info.get("pemma", {}).get("train_decoder", False)), "crop": crop, "steps": steps, "batch_size": batch_size,
-              "lr": lr, "seed": seed, "pet_norm": pet_norm, "arch": prev_config.get("arch"),
+              "train_decoder": bool(info.get("pemma", {}).get("train_decoder", False)), "crop": crop,
+              **length.config(), "augment": bool(augment), "batch_size": batch_size, "lr": lr, "seed": seed,
+              "pet_norm": pet_norm, "arch": prev_config.get("arch"),
               "preset": prev_config.get("preset")}
     final = _summary_final(model, result, "pemma", {"n_train": len(cases), "trained_groups": list(groups),
                                                     "cpu_time_s": _cpu(cpu_start)})
-    final["val"] = _validate(model, data, centre, modality, crop, pet_norm, device, cache, val)
+    final["val"] = val_summary
     model.to("cpu")
     with staged_folder(out, overwrite) as folder:
         runs.save_run(folder, model, "pemma", config, final=final, metrics=_metrics_rows(result),
@@ -363,6 +491,13 @@ def late(ct_run: str | Path, pet_run: str | Path, out: str | Path, *, weight: fl
 # ----------------------------------------------------------------------------- evaluation
 
 
+def per_centre(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{centre: {"n": cases, **mean metrics}}`` of evaluated cases, centres in order of appearance."""
+    centres = list(dict.fromkeys(str(r.get("centre")) for r in rows))
+    return {c: {"n": sum(1 for r in rows if str(r.get("centre")) == c),
+                **mean_metrics([r for r in rows if str(r.get("centre")) == c])} for c in centres}
+
+
 CASE_COLUMNS = ("patient", "centre", "dice_1", "dice_2", "dice_mean", "hd95_1", "hd95_2", "hd95_mean", "hd95_unit",
                 "inter_1", "pred_1", "gt_1", "inter_2", "pred_2", "gt_2")
 
@@ -390,6 +525,10 @@ def evaluate(
     cache: CaseCache | None = None,
 ) -> dict[str, Any]:
     """Score a run (or a ``(model, info)`` pair from :func:`~petite.pemma.runs.load_run`) on ``split``.
+
+    ``split`` may pool several, comma-separated (``"A_test,B_test"``, e.g. for a model
+    pre-trained on several centres); the report then holds ``per_centre``: the means
+    (and case count) of each centre's patients, beside the pooled ones.
 
     ``mode`` defaults to the run's own (ct / pet / ctpet); ``pet_run`` makes late
     fusion of ``run`` (a CT-only run) with it.  ``roi``: the sliding window (default:
@@ -419,8 +558,11 @@ def evaluate(
                         info.get("path"))
     window = resolve_window(model, info["crop"] if roi is None else parse_crop(roi), "roi")
     data, path = open_datalist(datalist)
-    entries = split_items(data, split)
-    cases = load_cases(data, split, entries, info.get("pet_norm", "zscore"), cache)
+    names = [name.strip() for name in split.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise UserError(f"--split takes one split or several, comma-separated and distinct; got {split!r}")
+    cases = pooled_cases(data, [(name, split_items(data, name)) for name in names], info.get("pet_norm", "zscore"),
+                         cache)
     started, cpu_start = time.perf_counter(), time.process_time()
     result = evaluate_segmenter(model, cases, mode, roi=window, overlap=overlap, sw_batch_size=sw_batch_size,
                                 device=device, progress=progress)
@@ -429,6 +571,7 @@ def evaluate(
         "classes": {str(k): v for k, v in LABELS.items() if k}, "roi": result["roi"], "overlap": overlap,
         "n": len(cases), "seconds": round(time.perf_counter() - started, 2), "cpu_time_s": _cpu(cpu_start),
         "mean": result["mean"], "hecktor": result["hecktor"], "cases": result["cases"],
+        "per_centre": per_centre(result["cases"]),
     }
     if "members" in info:
         report["members"] = info["members"]
@@ -436,7 +579,7 @@ def evaluate(
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise UserError("evaluation output exists and is not a folder", out)
-        stem = f"{split}_{mode}"
+        stem = f"{split.replace(',', '+')}_{mode}"
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(CASE_COLUMNS)

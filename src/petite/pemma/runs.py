@@ -7,10 +7,12 @@ staging folder beside it, which is renamed into place at the end
 Every run folder holds::
 
     config.json     {"format": "petite-mm-run/1", "kind": ..., "crop": [x, y, z], "pet_norm": ...,
-                     "datalist", "centre", "steps", "lr", "seed", ...}  (how it was made)
+                     "datalist", "centre", "steps" or "max_steps"/"val_every"/"patience", "lr", "seed", ...}
+                    (how it was made)
     metrics.jsonl   one line per training step: {"step", "loss", "mode"}  (absent for ``late``)
-    final.json      summary: trainable parameters, % trainable, time, step time,
-                    validation metrics when a validation split was scored
+    final.json      summary: trainable parameters, % trainable, time, step time, how training
+                    ended ("stopped", "converged", "capped", "best_step", the learning curve
+                    "curve"), validation metrics of the kept state when a validation split was scored
 
 plus the weights of its kind (:data:`RUN_KINDS`):
 
