@@ -22,8 +22,8 @@ import numpy as np
 from scipy import ndimage
 
 # Candidate FWHMs (mm): 0.25 mm steps cover every scanner from the HRRT (~2.5 mm) to blurred
-# old scanners with a post-filter (~10 mm).
-FWHM_GRID_MM = tuple(np.round(np.arange(0.0, 14.01, 0.25), 2))
+# old scanners with a post-filter and under-converged reconstructions (~15-20 mm).
+FWHM_GRID_MM = tuple(np.round(np.arange(0.0, 20.01, 0.25), 2))
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 
