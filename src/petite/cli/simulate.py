@@ -22,12 +22,17 @@ from petite.data.datalist import DEFAULT_SPLIT_SIZES
 @click.option("--split-sizes", default=",".join(map(str, DEFAULT_SPLIT_SIZES)), show_default=True,
               help="pretrain_train,pretrain_val,finetune_train,finetune_val,test (shrunk when there are fewer subjects).")
 @click.option("--scanner-file", type=click.Path(path_type=Path), default=None,
-              help="YAML file with extra scanners (see examples/scanners.yaml).")
+              help="YAML file with extra scanners (see examples/scanners.yaml and examples/scanners/realistic.yaml); "
+              "each of its scanners also exists at half resolution as <id>h.")
 @click.option("--iterations", type=int, default=None, help="OSEM iterations for every scanner (default: each scanner's own).")
 @click.option("--subsets", type=int, default=None, help="OSEM subsets for every scanner (default: each scanner's own).")
+@click.option("--anatomy", type=click.Choice(["template", "varied"]), default="template", show_default=True,
+              help="template: every subject is the MNI brain in its own pose; varied: each subject also gets its own "
+              "cortex thickness, ventricle size and a smooth deformation.")
 @click.option("--overwrite", is_flag=True, help="Replace a simulation already in --out.")
 def simulate_command(scanners: str, subjects: int, out: Path, frames: bool, seed: int, workers: int, split_sizes: str,
-                     scanner_file: Path | None, iterations: int | None, subsets: int | None, overwrite: bool) -> None:
+                     scanner_file: Path | None, iterations: int | None, subsets: int | None, anatomy: str,
+                     overwrite: bool) -> None:
     """Simulate short (5-min) and long (30-min) FDG brain PET scans per scanner, with datalists and a montage."""
     from petite.data.datalist import parse_split_sizes
     from petite.data.scanners import parse_scanner_ids
@@ -37,6 +42,7 @@ def simulate_command(scanners: str, subjects: int, out: Path, frames: bool, seed
         out=out, scanners=tuple(parse_scanner_ids(scanners, scanner_file)), n_subjects=subjects, seed=seed,
         frames=frames, workers=workers, split_sizes=parse_split_sizes(split_sizes),
         recon=ReconSettings(iterations=iterations, subsets=subsets), overwrite=overwrite,
+        vary_anatomy=anatomy == "varied",
     )
     request.validate()
     record = run_simulation(request)

@@ -19,6 +19,12 @@ Sinogram layout: ``(n_rays, n_slices)`` where ray ``r`` belongs to angle
 ``angles[r // n_bins]`` and detector bin ``r % n_bins``; the angles are ordered
 subset by subset, so each subset is a contiguous block of rows
 (:meth:`ParallelProjector.subset_rows`).
+
+Resolution modelling ("PSF reconstruction", Siemens TrueX / HD, GE SharpIR,
+Philips' PSF option): :func:`osem` can model the scanner's blur as an
+image-space Gaussian ``H`` applied before projection, ``A H``, and after
+back-projection, ``H A^T``.  A Gaussian with zero padding is a symmetric
+matrix, so ``H^T = H`` and the pair stays exactly adjoint.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse
 import torch
+from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -251,19 +258,44 @@ class ParallelProjector:
         return sinogram.reshape(self.geometry.n_angles, self.geometry.n_bins, -1)
 
 
+class ImageBlur:
+    """The symmetric image-space Gaussian ``H`` of resolution modelling, on a projector's column form.
+
+    Args:
+        projector: gives the column layout (field-of-view pixels x slices).
+        sigma_voxels: Gaussian sigma per axis (x, y, z) in voxels.
+
+    Zero padding (``mode="constant"``) keeps the matrix symmetric; scipy's filter runs in float32
+    on numpy, so the result does not depend on torch's thread count.
+    """
+
+    def __init__(self, projector: ParallelProjector, sigma_voxels: tuple[float, float, float]) -> None:
+        self.projector = projector
+        self.sigma = tuple(float(v) for v in sigma_voxels)
+
+    def __call__(self, columns: torch.Tensor) -> torch.Tensor:
+        """``H`` applied to a ``(fov_pixels, nz)`` image."""
+        image = self.projector.from_columns(columns).numpy()
+        blurred = ndimage.gaussian_filter(image, self.sigma, mode="constant", cval=0.0)
+        return self.projector.to_columns(torch.from_numpy(np.ascontiguousarray(blurred, dtype=np.float32)))
+
+
 class OsemSensitivity:
-    """Per-subset sensitivity ``A_s^T a_s`` of an attenuation sinogram, stored as its safe inverse.
+    """Per-subset sensitivity ``A_s^T a_s`` (``H A_s^T a_s`` with resolution modelling), stored as its safe inverse.
 
     Compute it once per attenuation map and share it between every scan of
     that subject (short, long, frames): it costs a full back-projection.
     """
 
-    def __init__(self, projector: ParallelProjector, attenuation: torch.Tensor) -> None:
+    def __init__(self, projector: ParallelProjector, attenuation: torch.Tensor, blur: ImageBlur | None = None) -> None:
         attenuation = attenuation.to(projector.dtype)
         self.total = 0.0
+        self.blur = blur
         self.inverse: list[torch.Tensor] = []
         for subset in range(projector.n_subsets):
             sens = projector.back_columns(attenuation[projector.subset_rows(subset)], subset=subset)
+            if blur is not None:
+                sens = blur(sens)
             self.total += float(sens.numpy().sum(dtype=np.float64))  # numpy: thread-count independent
             # A pixel no ray of the subset sees (sensitivity 0) is set to zero, not divided by zero.
             self.inverse.append(torch.where(sens > 0, 1.0 / sens.clamp_min(torch.finfo(sens.dtype).tiny),
@@ -271,8 +303,11 @@ class OsemSensitivity:
 
 
 def osem(projector: ParallelProjector, counts: torch.Tensor, attenuation: torch.Tensor, additive: torch.Tensor,
-         iterations: int, scale: float = 1.0, sensitivity: OsemSensitivity | None = None) -> torch.Tensor:
+         iterations: int, scale: float = 1.0, sensitivity: OsemSensitivity | None = None,
+         blur: ImageBlur | None = None) -> torch.Tensor:
     """Ordered-subsets expectation maximisation for ``counts ~ Poisson(scale * attenuation * A x + additive)``.
+
+    With ``blur`` (resolution modelling) the system model is ``A H`` instead of ``A``.
 
     Args:
         projector: the system model; its subsets are the OSEM subsets.
@@ -282,6 +317,8 @@ def osem(projector: ParallelProjector, counts: torch.Tensor, attenuation: torch.
         iterations: full passes over all subsets.
         scale: counts per unit of ``A x`` (calibration x acquisition time), so ``x`` comes out in activity units.
         sensitivity: :class:`OsemSensitivity` of ``attenuation``, to share between scans; computed if not given.
+            It must have been built with the same ``blur``.
+        blur: the image-space PSF ``H`` (:class:`ImageBlur`), or ``None`` for no resolution modelling.
 
     Returns:
         The image ``(nx, ny, nz)``; zero outside the field of view.
@@ -289,7 +326,9 @@ def osem(projector: ParallelProjector, counts: torch.Tensor, attenuation: torch.
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
     if sensitivity is None:
-        sensitivity = OsemSensitivity(projector, attenuation)
+        sensitivity = OsemSensitivity(projector, attenuation, blur)
+    if (sensitivity.blur is None) != (blur is None):
+        raise ValueError("the sensitivity was computed with a different resolution model than the reconstruction")
     dtype = projector.dtype
     counts, attenuation, additive = (v.to(dtype) for v in (counts, attenuation, additive))
     nz = counts.shape[1]
@@ -305,7 +344,12 @@ def osem(projector: ParallelProjector, counts: torch.Tensor, attenuation: torch.
             rows = projector.subset_rows(subset)
             matrix, transposed = projector.matrices[subset]
             a_s = attenuation[rows]
-            expected = (matrix @ image).mul_(a_s).mul_(scale).add_(additive[rows]).clamp_min_(tiny)
-            ratio = torch.div(counts[rows], expected).mul_(a_s)
-            image.mul_(transposed @ ratio).mul_(sensitivity.inverse[subset])
+            if blur is None:
+                expected = (matrix @ image).mul_(a_s).mul_(scale).add_(additive[rows]).clamp_min_(tiny)
+                ratio = torch.div(counts[rows], expected).mul_(a_s)
+                image.mul_(transposed @ ratio).mul_(sensitivity.inverse[subset])
+            else:
+                expected = (matrix @ blur(image)).mul_(a_s).mul_(scale).add_(additive[rows]).clamp_min_(tiny)
+                ratio = torch.div(counts[rows], expected).mul_(a_s)
+                image.mul_(blur(transposed @ ratio)).mul_(sensitivity.inverse[subset])
     return projector.from_columns(image)

@@ -11,7 +11,8 @@ One job = one subject on one scanner (BRIEF section 8):
    subset of the acquisition); with ``frames`` the counts are split into six
    5-minute frames by multinomial thinning instead (frame 0 is the short scan);
 4. reconstruct every scan with OSEM (attenuation and scatter + randoms in the
-   model), post-filter, and convert to kBq/mL: each scan is divided by its own
+   model; the scanner's PSF too where it has ``resolution_modelling``), post-filter,
+   and convert to kBq/mL: each scan is divided by its own
    acquisition time, so short and long scans have the same intensity and differ
    in noise only; then apply the scanner's calibration (``intensity_scale``).
 
@@ -52,7 +53,7 @@ from petite.data.phantom import (
     load_template_tissues,
     make_subject_phantom,
 )
-from petite.data.projector import OsemSensitivity, ParallelProjector, osem
+from petite.data.projector import ImageBlur, OsemSensitivity, ParallelProjector, osem
 from petite.data.scanners import Scanner
 from petite.errors import UserError
 from petite.parallel import run_jobs
@@ -114,21 +115,23 @@ def subject_streams(seed: int, scanner: Scanner, index: int) -> tuple[np.random.
     return np.random.default_rng(phantom_seq), np.random.default_rng(acquisition_seq)
 
 
-def subject_phantom(seed: int, scanner: Scanner, index: int) -> SubjectPhantom:
+def subject_phantom(seed: int, scanner: Scanner, index: int, vary_anatomy: bool = False) -> SubjectPhantom:
     """The ground-truth phantom of one simulated subject (same draws as :func:`simulate_subject`)."""
-    return make_subject_phantom(subject_streams(seed, scanner, index)[0])
+    return make_subject_phantom(subject_streams(seed, scanner, index)[0], vary_anatomy=vary_anatomy)
 
 
 def simulate_subject(scanner: Scanner, index: int, seed: int, frames: bool = False,
-                     recon: ReconSettings = ReconSettings()) -> SubjectScans:
+                     recon: ReconSettings = ReconSettings(), vary_anatomy: bool = False) -> SubjectScans:
     """Simulate and reconstruct one subject on one scanner.
 
     Returns the short and long scans, or the six frames when ``frames`` is set,
-    plus the phantom the scans were drawn from.
+    plus the phantom the scans were drawn from.  ``vary_anatomy`` gives the subject
+    its own cortex thickness, ventricle size and a smooth deformation (opt-in: see
+    :func:`petite.data.phantom.make_subject_phantom`).
     """
     started, cpu_started = time.perf_counter(), time.process_time()
     phantom_rng, acquisition_rng = subject_streams(seed, scanner, index)
-    phantom = make_subject_phantom(phantom_rng)
+    phantom = make_subject_phantom(phantom_rng, vary_anatomy=vary_anatomy)
     iterations, n_subsets = recon.for_scanner(scanner)
     projector = ParallelProjector(scanner.shape[:2], scanner.spacing[:2], _projection_angles(scanner, recon), n_subsets)
 
@@ -145,13 +148,16 @@ def simulate_subject(scanner: Scanner, index: int, seed: int, frames: bool = Fal
     expected = counts_per_unit * trues + background
     long_counts = acquisition_rng.poisson(expected.double().numpy())
 
-    sensitivity = OsemSensitivity(projector, attenuation)
+    # Resolution modelling: the reconstruction knows the PSF the data were blurred with (as a vendor's
+    # PSF reconstruction uses the scanner's measured PSF).
+    blur = ImageBlur(projector, _sigma_voxels(scanner.fwhm_mm, scanner.spacing)) if scanner.resolution_modelling else None
+    sensitivity = OsemSensitivity(projector, attenuation, blur)
 
     def reconstruct(counts: np.ndarray, fraction: float) -> np.ndarray:
         # Model: counts ~ Poisson(fraction * k * a * A x + fraction * background).  Dividing by the
         # scan's own duration (fraction) puts short and long scans in the same unit, kBq/mL.
         image = osem(projector, torch.from_numpy(counts.astype(np.float32)), attenuation, fraction * background,
-                     iterations, scale=fraction * counts_per_unit, sensitivity=sensitivity)
+                     iterations, scale=fraction * counts_per_unit, sensitivity=sensitivity, blur=blur)
         return _finish(image.numpy(), scanner)
 
     scans = SubjectScans(subject=subject_id(scanner, index), phantom=phantom)
@@ -231,6 +237,7 @@ class SimulationRequest:
     recon: ReconSettings = ReconSettings()
     overwrite: bool = False
     montage: bool = True
+    vary_anatomy: bool = False  # opt-in per-subject anatomy (cortex, ventricles, deformation)
 
     def validate(self) -> None:
         """Raise :class:`UserError` for anything the user can get wrong, before anything is written."""
@@ -280,7 +287,7 @@ def run_simulation(request: SimulationRequest, progress: bool = True) -> dict[st
         (out / "simulation.json").unlink(missing_ok=True)
         for scanner in request.scanners:
             (out / f"scanner{scanner.id}" / "datalist.json").unlink(missing_ok=True)
-    jobs = [(scanner, index, request.seed, request.frames, request.recon, str(out))
+    jobs = [(scanner, index, request.seed, request.frames, request.recon, str(out), request.vary_anatomy)
             for scanner in request.scanners for index in range(request.n_subjects)]
     started = time.perf_counter()
     if request.workers == 1:
@@ -313,6 +320,7 @@ def run_simulation(request: SimulationRequest, progress: bool = True) -> dict[st
             "scanners": [s.id for s in request.scanners], "subjects": request.n_subjects, "seed": request.seed,
             "frames": request.frames, "workers": request.workers, "split_sizes": list(request.split_sizes),
             "iterations": request.recon.iterations, "subsets": request.recon.subsets,
+            "anatomy": "varied" if request.vary_anatomy else "template",
         },
         "seed": request.seed,
         "scanners": [dict(s.to_dict(), projection_angles=_projection_angles(s, request.recon),
@@ -345,8 +353,9 @@ def _init_worker() -> None:
     load_template_tissues()
 
 
-def _run_job(scanner: Scanner, index: int, seed: int, frames: bool, recon: ReconSettings, out: str) -> dict[str, Any]:
-    scans = simulate_subject(scanner, index, seed, frames=frames, recon=recon)
+def _run_job(scanner: Scanner, index: int, seed: int, frames: bool, recon: ReconSettings, out: str,
+             vary_anatomy: bool = False) -> dict[str, Any]:
+    scans = simulate_subject(scanner, index, seed, frames=frames, recon=recon, vary_anatomy=vary_anatomy)
     writing = time.perf_counter()
     folder = Path(out) / f"scanner{scanner.id}"
     affine = scanner.affine()
