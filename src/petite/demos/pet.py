@@ -243,7 +243,8 @@ def describe_stop(final: dict[str, Any], run: Path) -> str:
     note = f"hit the cap at the end of its schedule, best at step {final['best_step']}"
     if len(curve) >= 2:
         (s0, v0), (s1, v1) = curve[-2:]
-        note += f"; the last {s1 - s0} steps gained {v1 - v0:+.2f} dB on validation"
+        gain = round(v1 - v0, 2) + 0.0  # + 0.0: no "-0.00"
+        note += f"; the last {s1 - s0} steps gained {gain:+.2f} dB on validation"
     return note
 
 
