@@ -267,6 +267,23 @@ def test_patience_stops_a_run_that_stopped_improving_and_says_converged(tmp_path
     assert capped["stopped"] == "max_steps" and capped["converged"] is False and capped["steps"] == 3
 
 
+def test_validation_uses_its_own_overlap_and_the_test_keeps_overlap(tmp_path: Path, datalist: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str | None, float]] = []
+    evaluate_split = train_module.evaluate_split
+
+    def recording(model, data, split, roi, overlap, *args, **kwargs):
+        calls.append((split, overlap))
+        return evaluate_split(model, data, split, roi, overlap, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_split", recording)
+    train(_pretrain_cfg(datalist, tmp_path / "o", max_steps=2, patience=0, overlap=0.5, val_overlap=0.25),
+          progress=False)
+    assert calls == [("pretrain_val", 0.25), ("pretrain_val", 0.25), ("test", 0.5)]
+    with pytest.raises(Exception, match="val_overlap must be in"):
+        _pretrain_cfg(datalist, tmp_path / "bad", val_overlap=1.0)
+
+
 def test_final_json_holds_baselines_and_the_quality_gate(tmp_path: Path, datalist: Path) -> None:
     final = train(_pretrain_cfg(datalist, tmp_path / "g", max_steps=2, patience=0), progress=False)
     base = final["baselines"]

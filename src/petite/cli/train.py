@@ -24,6 +24,8 @@ def _training_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      "epochs as steps)."),
         click.option("--epochs", type=int, help="The cap given in epochs (passes over the training subjects)."),
         click.option("--val-every", type=int, help="Validate every N steps (default: one pass over the training subjects)."),
+        click.option("--val-overlap", type=float,
+                     help="Sliding-window overlap of validation only (default: --overlap's; 0.25 is 2-3x faster)."),
         click.option("--patience", type=int, help="Stop after N validations without improvement (default 10; 0: "
                      "train to the cap)."),
         click.option("--min-delta", type=float, help="Improvement in validation masked PSNR (dB) that counts."),

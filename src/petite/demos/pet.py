@@ -87,11 +87,15 @@ class DemoSize:
 
 # Sized for 2 CPU cores (measured in run_demo's docstring).
 FULL = DemoSize(preset="small", crop=(32, 32, 32), source_splits=(12, 2, 0, 0, 4), target_splits=(0, 0, 4, 2, 6),
-                batch_size=4, pretrain_max_steps=1000, pretrain_val_every=100, finetune_max_steps=400,
+                batch_size=4, pretrain_max_steps=1500, pretrain_val_every=100, finetune_max_steps=400,
                 finetune_val_every=50, patience=2, pretrain_lr=2e-3, pretrain_patience=2, pretrain_min_delta=0.05)
 QUICK = DemoSize(preset="tiny", crop=(32, 32, 32), source_splits=(2, 1, 0, 0, 1), target_splits=(0, 0, 2, 1, 2),
                  batch_size=2, pretrain_max_steps=4, pretrain_val_every=2, finetune_max_steps=2,
                  finetune_val_every=1, patience=2, pretrain_lr=1e-3, workers=1)
+
+# Validation only ranks checkpoints: windows overlapping by a quarter (the test keeps 0.5) make each
+# pre-training validation 2.3x cheaper (12.6 -> 5.6 s for two 96x96x68 subjects on 2 cores).
+VAL_OVERLAP = 0.25
 
 # (label, spec) of the fine-tuning runs, in table order.
 METHODS: tuple[tuple[str, str], ...] = (("No-FT", "none"), ("Full-FT", "full"), ("PETITE", "petite-unetr"))
@@ -317,7 +321,8 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     crop = list(size.crop)
     runs = out / "runs"
     common = dict(model="unetr", crop_size=crop, batch_size=size.batch_size, seed=seed, device="cpu",
-                  test_split="test", patience=size.patience, precision=precision, normalise=normalise)
+                  test_split="test", patience=size.patience, precision=precision, normalise=normalise,
+                  val_overlap=VAL_OVERLAP)
     stage("pretrain", f"UNETR {size.preset} (global residual) on scanner {source.id}: {size.source_splits[0]} "
           f"volumes, crop {'x'.join(map(str, crop))}, batch {size.batch_size}, validated every "
           f"{size.pretrain_val_every} steps on {size.source_splits[1]} subjects (cap {size.pretrain_max_steps})")

@@ -83,6 +83,9 @@ class TrainConfig:
     l1_weight: float = 100.0
     # Evaluation
     overlap: float = 0.5
+    # Validation's own overlap (None: ``overlap``): validation only ranks checkpoints, and at 0.25 a
+    # 96x96x68 volume takes 48 windows of 32^3 instead of 125 (2.3x faster; the test keeps ``overlap``).
+    val_overlap: float | None = None
     sw_batch_size: int = 2
     # Runtime
     seed: int = 0
@@ -144,6 +147,8 @@ class TrainConfig:
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.normalise in NORMALISE_MODES, f"normalise must be one of {NORMALISE_MODES}, got {self.normalise!r}"),
             (0 <= self.overlap < 1, f"overlap must be in [0, 1), got {self.overlap}"),
+            (self.val_overlap is None or 0 <= self.val_overlap < 1,
+             f"val_overlap must be in [0, 1), got {self.val_overlap}"),
             (self.sw_batch_size >= 1, f"sw_batch_size must be >= 1, got {self.sw_batch_size}"),
             (self.device in DEVICES, f"device must be auto, cpu or cuda, got {self.device!r}"),
             (0 <= self.cache_rate <= 1, f"cache_rate must be in [0, 1], got {self.cache_rate}"),

@@ -420,7 +420,8 @@ def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
             losses = []
             if has_val:
                 model.eval()
-                rows = evaluate_split(model, datalist, cfg.val_split, roi, cfg.overlap, cfg.sw_batch_size,
+                overlap = cfg.overlap if cfg.val_overlap is None else cfg.val_overlap
+                rows = evaluate_split(model, datalist, cfg.val_split, roi, overlap, cfg.sw_batch_size,
                                       normalise=cfg.normalise, progress=False)
                 val = summarize(rows)
                 record.update({f"val_{k}": val[k] for k in ("psnr", "ssim", "psnr_masked", "ssim_masked")})

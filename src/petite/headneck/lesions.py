@@ -8,6 +8,7 @@ lesions without importing the patient module that uses it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,4 +42,17 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-__all__ = ["Lesion", "random_rotation"]
+def primary_position(rng: np.random.Generator, site: str, side: float, y_air: float) -> tuple[Any, Any, Any]:
+    """Where a primary tumour of ``site`` sits (anatomical mm; ``side`` -1 or +1 picks the half of the neck).
+
+    Oropharynx behind the tongue, larynx lower down the airway, anything else (oral cavity) in front of
+    it.  Draws 3 uniforms from ``rng``, in the order every profile's patients were pinned with.
+    """
+    if site == "oropharynx":
+        return side * rng.uniform(5, 14), y_air + rng.uniform(0, 8), rng.uniform(12, 32)
+    if site == "larynx":
+        return side * rng.uniform(3, 12), y_air + rng.uniform(-4, 8), rng.uniform(-28, -2)
+    return side * rng.uniform(0, 15), y_air + rng.uniform(18, 30), rng.uniform(22, 36)
+
+
+__all__ = ["Lesion", "primary_position", "random_rotation"]

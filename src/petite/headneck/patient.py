@@ -64,7 +64,7 @@ from scipy.ndimage import gaussian_filter, zoom
 from petite.headneck import clinical as clinical_model
 from petite.headneck import realism
 from petite.headneck.centres import Centre, get_centre
-from petite.headneck.lesions import Lesion, random_rotation
+from petite.headneck.lesions import Lesion, primary_position, random_rotation
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -132,12 +132,7 @@ def _draw_lesions(rng: np.random.Generator, anatomy: dict[str, Any]) -> list[Les
     s, y_air = anatomy["scale"], anatomy["y_air"]
     side = rng.choice([-1.0, 1.0])
     site = str(rng.choice(["oropharynx", "larynx", "oral cavity"], p=[0.5, 0.3, 0.2]))
-    if site == "oropharynx":
-        where = (side * rng.uniform(5, 14), y_air + rng.uniform(0, 8), rng.uniform(12, 32))
-    elif site == "larynx":
-        where = (side * rng.uniform(3, 12), y_air + rng.uniform(-4, 8), rng.uniform(-28, -2))
-    else:
-        where = (side * rng.uniform(0, 15), y_air + rng.uniform(18, 30), rng.uniform(22, 36))
+    where = primary_position(rng, site, side, y_air)
     lesions = [_draw_lesion(rng, 1, site, where, rng.uniform(8, 15), rng.uniform(4.5, 15))]
     for _ in range(int(rng.choice([0, 1, 2, 3], p=[0.2, 0.35, 0.3, 0.15]))):
         for _attempt in range(20):

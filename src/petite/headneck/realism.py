@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 
 from petite.errors import UserError
-from petite.headneck.lesions import Lesion, random_rotation
+from petite.headneck.lesions import Lesion, primary_position, random_rotation
 
 #: The profile names :func:`petite.headneck.patient.simulate_patient` accepts.
 PROFILES: tuple[str, ...] = ("default", "hecktor")
@@ -201,12 +201,7 @@ class HecktorProfile:
         s, y_air = anatomy["scale"], anatomy["y_air"]
         side = float(rng.choice([-1.0, 1.0]))
         site = str(rng.choice(list(self.sites), p=list(self.site_probs)))
-        if site == "oropharynx":
-            where = (side * rng.uniform(5, 14), y_air + rng.uniform(0, 8), rng.uniform(12, 32))
-        elif site == "larynx":
-            where = (side * rng.uniform(3, 12), y_air + rng.uniform(-4, 8), rng.uniform(-28, -2))
-        else:
-            where = (side * rng.uniform(0, 15), y_air + rng.uniform(18, 30), rng.uniform(22, 36))
+        where = primary_position(rng, site, side, y_air)
         radius = radius_of(_lognormal(rng, self.gtvp_median_ml, self.gtvp_log_sd, self.gtvp_bounds_ml))
         suv = self._suv(rng, self.primary_low_uptake, self.primary_suv_median, self.primary_suv_bounds)
         lesions = [self._lesion(rng, 1, site, tuple(float(v) for v in where), radius, suv)]
