@@ -267,16 +267,19 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     Full size (``quick=False``): 18 subjects on scanner 1h (12 pre-training, 2 validation, 4 test) and
     12 on scanner 4h (4 fine-tuning, 2 validation, 6 test); UNETR ``small`` with a global residual on
     random 32^3 crops, batch 4; pre-training validated every 100 steps (cap 1500) and stopped after 2
-    validations without a 0.05 dB improvement, fine-tuning validated every 25 steps (cap 400) and
-    stopped after 4 without improvement; test on whole volumes (sliding 32^3 windows, overlap 0.5).
-    Measured: 26 min on 2 CPU cores (pre-training 1100 steps, 17 min).  ``precision``: autocast of every training step (``bf16`` is faster
-    on CPUs with AMX or AVX-512 BF16, much slower on CPUs without; evaluation stays in float32).
+    validations without a 0.05 dB improvement, fine-tuning validated every 50 steps (cap 400) and
+    stopped after 2 without improvement; validation windows overlap by :data:`VAL_OVERLAP`, the test
+    on whole volumes by 0.5 (sliding 32^3 windows).  Measured: 19.4 min on 2 idle CPU cores with bf16
+    training steps (pre-training 1300 steps, 12.6 min), about 26 min in float32.
+    ``precision``: autocast of every training step (``auto``: bf16 where the CPU has it natively;
+    ``bf16`` is faster on CPUs with AMX or AVX-512 BF16, much slower on CPUs without; evaluation stays
+    in float32).  ``normalise``: ``input`` or ``paper`` (:mod:`petite.data.normalise`).
     """
     from petite.baselines.predictors import filter_predictor, fit_gaussian
     from petite.data.datalist import read_datalist
+    from petite.data.normalise import check_mode
     from petite.data.simulate import SimulationRequest, run_simulation
     from petite.engine.config import TrainConfig
-    from petite.data.normalise import check_mode
     from petite.engine.efficiency import resolve_precision
     from petite.engine.evaluate import evaluate, iter_scans
     from petite.engine.train import train
