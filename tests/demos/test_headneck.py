@@ -28,6 +28,13 @@ def test_demo_quick_prints_both_tables(tmp_path: Path, capsys: pytest.CaptureFix
     trained = [r for r in results["rows"] if r["run"] != "late"]
     assert all(r["steps"] >= 1 and 1 <= r["best_step"] <= r["steps"] and isinstance(r["converged"], bool)
                for r in trained)
-    ct_forgetting = [r for r in results["continual"] if r["split"] == "A_test" and r["mode"] == "ct"][0]
-    assert ct_forgetting["before"] == ct_forgetting["after"]
+    # Continual adaptation: PEMMA's PET parts and the two forgetting baselines, each scored on B (PET) and A.
+    continual = results["continual"]
+    assert [(r["update"], r["split"], r["mode"]) for r in continual] == [
+        (update, split, mode) for update in ("modality", "adapter", "full")
+        for split, mode in (("B_test", "pet"), ("A_test", "ctpet"), ("A_test", "ct"), ("A_test", "pet"))]
+    ct_rows = {r["update"]: r for r in continual if r["split"] == "A_test" and r["mode"] == "ct"}
+    assert ct_rows["modality"]["before"] == ct_rows["modality"]["after"]  # no CT path is touched
+    assert all(f"{r['lr']:g}" in r["lrs_tried"] for r in continual)
+    assert "Full fine-tuning" in result.out and "LoRA + decoder unfrozen" in result.out
     assert run_cli(["mm", "demo", "--out", tmp_path, "--quick"], capsys).code == 2  # refuses to overwrite

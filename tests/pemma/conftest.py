@@ -47,5 +47,11 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["pemma_b"] = root / "pemma_b"
     assert run_cli(["mm", "adapt", "--continue-from", paths["pemma"], "--modality", "pet", "--datalist", datalist,
                     "--centre", "B", "--steps", "2", "--lr", "0.01", "--out", paths["pemma_b"], *FAST]).code == 0
+    # The forgetting baselines: shared weights updated on B (LoRA and decoder without freezing; every weight).
+    for update in ("adapter", "full"):
+        paths[f"pemma_b_{update}"] = root / f"pemma_b_{update}"
+        assert run_cli(["mm", "adapt", "--continue-from", paths["pemma"], "--modality", "pet", "--update", update,
+                        "--datalist", datalist, "--centre", "B", "--steps", "2", "--lr", "0.01",
+                        "--out", paths[f"pemma_b_{update}"], *FAST]).code == 0
     assert _sha(paths["ct"] / "model.safetensors") == base_sha  # the CT base checkpoint is untouched
     return paths

@@ -38,6 +38,39 @@ def test_continual_adaptation_changes_only_pet_parts(flow: dict[str, Path]) -> N
     assert config["base"] == json.loads((flow["pemma"] / "config.json").read_text())["base"]
 
 
+def test_forgetting_baselines_update_shared_weights_and_reload(flow: dict[str, Path]) -> None:
+    """--update adapter trains every group the upgrade trained; --update full every weight, the CT base's too."""
+    from petite.pemma.evaluate import predict_case
+
+    pemma, _ = runs.load_run(flow["pemma"])
+    groups = trainable_groups(pemma)
+    before = pemma.state_dict()
+    case = load_case(read_mm_datalist(flow["datalist"])["A_test"][0])
+    ct_before = predict_case(pemma, case, "ct", (16, 16, 16), 0.0)
+    for update in ("adapter", "full"):
+        run = flow[f"pemma_b_{update}"]
+        config = json.loads((run / "config.json").read_text())
+        assert config["update"] == update and config["pemma"]["full_state"] == (update == "full")
+        model, _ = runs.load_run(run)  # the stored tensors rebuild the model (the full state for "full")
+        after = model.state_dict()
+        changed = {n for n in before if not torch.equal(before[n], after[n])}
+        shared = set(groups["lora"]) | set(groups["decoder"])
+        assert changed & shared, f"{update}: no shared tensor moved"
+        base = {n for n in changed if ".base_layer." in n or n.startswith("backbone.vit.patch_embedding")}
+        assert bool(base) == (update == "full"), f"{update}: frozen base tensors changed: {sorted(base)[:2]}"
+        if update == "adapter":
+            assert config["trained_groups"] == list(pemma.default_groups)
+        # a CT-only input now meets other weights: the old centre's CT predictions can change (forgetting)
+        assert not torch.equal(predict_case(model, case, "ct", (16, 16, 16), 0.0), ct_before)
+
+
+def test_update_goes_with_continue_from_only(flow: dict[str, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(["mm", "adapt", "--init", flow["ct"], "--update", "full", "--datalist", flow["datalist"],
+                      "--centre", "A", "--steps", "1", "--out", tmp_path / "x", *FAST], capsys)
+    assert result.code == 2 and "--update" in result.err and not (tmp_path / "x").exists()
+
+
 def test_evaluate_every_mode_and_late_fusion(flow: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     datalist = flow["datalist"]
     ct_means = {}

@@ -105,3 +105,21 @@ def test_evaluation_splits_at_the_training_median_only(tmp_path) -> None:
     shifted = evaluate_prognosis(heads, None, high, time[60:], event[60:], km_png=tmp_path / "km2.png")
     assert shifted["threshold"] == pytest.approx(median)
     assert shifted["km_png"] is None and np.isnan(shifted["logrank_p"]) and not (tmp_path / "km2.png").exists()
+
+
+def test_paired_c_index_difference_resolves_what_separate_intervals_do_not() -> None:
+    """The paired bootstrap scores both risks on each resample: a small consistent gain gets an interval
+    above 0 while the two separate intervals overlap; a risk against itself is exactly 0."""
+    from petite.prognosis.evaluation import bootstrap_c_index_difference
+
+    x, time, event, beta = _linear_cohort(n=300, seed=3)
+    truth = x @ beta
+    noisy = truth + np.random.default_rng(4).normal(scale=0.6, size=truth.size)
+    delta, (lo, hi) = bootstrap_c_index_difference(time, truth, noisy, event, n_boot=300, seed=0)
+    assert delta == pytest.approx(concordance_index(time, truth, event) - concordance_index(time, noisy, event))
+    assert 0 < lo <= delta <= hi
+    a, b = bootstrap_c_index(time, truth, event, n_boot=300), bootstrap_c_index(time, noisy, event, n_boot=300)
+    assert a[0] < b[1]  # the separate intervals overlap: only the paired one resolves the gain
+    assert bootstrap_c_index_difference(time, truth, truth, event, n_boot=50) == (0.0, [0.0, 0.0])
+    with pytest.raises(UserError):
+        bootstrap_c_index_difference(time, truth[:-1], noisy, event)

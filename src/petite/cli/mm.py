@@ -173,6 +173,10 @@ def pretrain(datalist: str, centre: str, out: str, max_steps: int | None, val_ev
               help="PEMMA run to adapt further to --centre with one modality (continual adaptation).")
 @click.option("--modality", help="With --continue-from: pet or ct, the one modality the new centre has "
                                  "(only its parts train).")
+@click.option("--update", type=click.Choice(["modality", "adapter", "full"]),
+              help="With --continue-from: what trains: modality (default, PEMMA: only the modality's own parts), "
+                   "adapter (every part the upgrade trained: LoRA without freezing) or full (every weight); the "
+                   "last two are forgetting baselines.")
 @click.option("--method", type=click.Choice(["lora", "dora"]), help="With --init: LoRA (default) or DoRA on the transformer.")
 @click.option("--r", "rank", type=click.IntRange(min=1),
               help="With --init: rank (default 4 for the reference targets, 8 for extended).")
@@ -194,7 +198,7 @@ def adapt(datalist: str, centre: str, out: str, max_steps: int | None, val_every
           min_delta: float, min_steps: int | None, steps: int | None, augment: bool, batch_size: int,
           lr: float | None, seed: int,
           val: bool, device: str, overwrite: bool, quiet: bool, init: str | None, continue_from: str | None,
-          modality: str | None, method: str | None, rank: int | None, alpha: float | None,
+          modality: str | None, update: str | None, method: str | None, rank: int | None, alpha: float | None,
           lora_dropout: float | None, lora_targets: str | None, fusion: str | None, train_decoder: bool | None,
           mode_probs: str | None, crop: str | None) -> None:
     """PEMMA: upgrade a CT-only run to CT+PET (by default the reference design: CT+PET tokens through the
@@ -209,8 +213,9 @@ def adapt(datalist: str, centre: str, out: str, max_steps: int | None, val_every
     if (init is None) == (continue_from is None):
         raise UserError("give exactly one of --init (a CT-only run to upgrade) and --continue-from (a PEMMA run)")
     if init is not None:
-        if modality is not None:
-            raise UserError("--modality goes with --continue-from (an --init upgrade trains with CT and PET)")
+        if modality is not None or update is not None:
+            raise UserError("--modality and --update go with --continue-from (an --init upgrade trains with CT and "
+                            "PET)")
         final = pipeline.adapt(init, datalist, centre, out, mode_probs=mode_probs,
                                **_drop_none({"method": method, "r": rank, "alpha": alpha, "dropout": lora_dropout,
                                              "targets": lora_targets, "fusion": fusion,
@@ -224,7 +229,8 @@ def adapt(datalist: str, centre: str, out: str, max_steps: int | None, val_every
             raise UserError(f"{', '.join(given)} go with --init; --continue-from keeps the PEMMA run's settings")
         if modality is None:
             raise UserError("--continue-from needs --modality pet or ct (the modality the new centre has)")
-        final = pipeline.continue_adapt(continue_from, datalist, centre, out, modality=modality, **common)
+        final = pipeline.continue_adapt(continue_from, datalist, centre, out, modality=modality,
+                                        update=update or "modality", **common)
     _echo_json(final)
 
 

@@ -5,8 +5,11 @@ What it does (every number it prints is measured in that run):
 1. **Simulate** centre A (CHUM-like) and centre B (CHUS-like: noisier,
    blurrier PET with another SUV calibration) with
    :func:`petite.headneck.synthetic.simulate_hn` at the ``small`` grid
-   (64x64x48, ~3.1 mm); each centre's patients are split train/val/test;
-   one datalist ``DIR/data/datalist.json`` holds both.
+   (64x64x48, ~3.1 mm) and the ``hecktor`` profile (tumour volumes and node
+   burden in HECKTOR's range, low-uptake tumours, physiological and
+   inflammatory PET uptake that mimics tumour, mass effect:
+   :mod:`petite.headneck.realism`); each centre's patients are split
+   train/val/test; one datalist ``DIR/data/datalist.json`` holds both.
 2. **Train on A** (UNETR ``small``, random 32^3 crops with axial flips and
    rotations, DiceCE, AdamW with warm-up and cosine decay), every model **to
    convergence** on ``A_val`` (:func:`petite.pemma.train.train_segmenter`:
@@ -25,10 +28,14 @@ What it does (every number it prints is measured in that run):
    every input mode it supports: Dice, DSCagg (with a 95 % bootstrap interval),
    absent-node false positives / true negatives and HD95 (mm, with its case
    count) for GTVp and GTVn (:mod:`petite.pemma.aggregate`).
-5. **Continual adaptation to B with PET only** (to convergence on ``B_val``):
-   only PEMMA's PET parts train (PET embedding, PET skip); Dice on B_test (PET) before and
-   after, and on A_test (CT+PET, CT, PET) before and after: the forgetting.
-   CT-only predictions cannot change (no CT path is touched), which the table shows.
+5. **Continual adaptation to B with PET only** (to convergence on ``B_val``),
+   three ways, each at the learning rate of :attr:`DemoSize.continual_lrs`
+   with the best ``B_val`` Dice: PEMMA's design (only the PET embedding and
+   skip train, so CT-only predictions cannot change) and two baselines that
+   update weights centre A's inputs also pass through: LoRA, decoder and head
+   left unfrozen, and full fine-tuning of every weight.  Each is scored on
+   B_test (PET) and on A_test (CT+PET, CT, PET) before and after: the
+   forgetting, measured.
 6. **Report**: both tables printed and written to ``DIR/report/table.md``,
    everything in ``DIR/report/results.json``, and ``DIR/report/segmentations.png``
    (CT, PET, ground truth and each model's prediction for one A_test case).
@@ -122,20 +129,22 @@ class DemoSize:
     adapt_max_steps: int
     adapt_lr: float
     continual_max_steps: int
-    continual_lr: float
+    continual_lrs: tuple[float, ...]  # each continual update trains at each; its B_val Dice picks one
     val_every: int  # steps between validations
     patience: int  # validations without improvement before stopping
     overlap: float  # sliding-window overlap at evaluation (and validation)
     sim_workers: int = 1
+    profile: str = "default"  # simulate_hn generator profile (default or hecktor)
 
 
 FULL = DemoSize(grid="small", preset="small", crop=(32, 32, 32), source_patients=28,
                 source_splits=(0.6, 0.15, 0.25), target_patients=12, target_splits=(0.5, 0.17, 0.33), batch_size=2,
                 pretrain_max_steps=2000, pretrain_lr=1e-3, adapt_max_steps=1000, adapt_lr=2e-3,
-                continual_max_steps=500, continual_lr=2e-3, val_every=100, patience=5, overlap=0.5)
+                continual_max_steps=500, continual_lrs=(2e-4, 2e-3), val_every=100, patience=5, overlap=0.5,
+                profile="hecktor")
 QUICK = DemoSize(grid="tiny", preset="tiny", crop=(16, 16, 16), source_patients=6, source_splits=(0.5, 0.17, 0.33),
                  target_patients=5, target_splits=(0.4, 0.2, 0.4), batch_size=1, pretrain_max_steps=4,
-                 pretrain_lr=1e-3, adapt_max_steps=4, adapt_lr=2e-3, continual_max_steps=3, continual_lr=2e-3,
+                 pretrain_lr=1e-3, adapt_max_steps=4, adapt_lr=2e-3, continual_max_steps=3, continual_lrs=(2e-3,),
                  val_every=2, patience=1, overlap=0.0)
 
 # (row label, run name, input mode) in table order.
@@ -149,6 +158,10 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("PEMMA", "pemma", "pet"),
 )
 MODE_NAMES = {"ctpet": "CT+PET", "ct": "CT", "pet": "PET"}
+#: Continual adaptation to the target with PET only: PEMMA's design, then the two forgetting baselines that
+#: update weights the source centre's inputs also pass through (:data:`petite.pemma.upgrade.CONTINUAL_UPDATES`).
+CONTINUAL: tuple[tuple[str, str], ...] = (("modality", "PEMMA (PET parts)"), ("adapter", "LoRA + decoder unfrozen"),
+                                          ("full", "Full fine-tuning"))
 
 
 def _cpu_seconds() -> float | None:
@@ -167,7 +180,7 @@ def simulate_centres(out: Path, size: DemoSize, seed: int) -> Path:
     for centre, n, splits in ((SOURCE, size.source_patients, size.source_splits),
                               (TARGET, size.target_patients, size.target_splits)):
         path = simulate_hn(out / centre, centres=(centre,), n_patients=n, seed=seed, size=size.grid, splits=splits,
-                           workers=min(size.sim_workers, n))
+                           workers=min(size.sim_workers, n), profile=size.profile)
         parts.append(read_mm_datalist(path))
     merged = dict(parts[0])
     merged["centres"] = {**parts[0]["centres"], **parts[1]["centres"]}
@@ -191,8 +204,8 @@ def _num(value: Any, digits: int) -> str:
 SEGMENTATION_COLUMNS = ("Method", "Input", "% trainable", "Steps (best)", "Stopped", "Dice GTVp", "Dice GTVn",
                         "DSCagg GTVp", "DSCagg GTVn", "DSCagg mean [95 % CI]", "GTVn absent: FP/TN",
                         "HD95 GTVp (mm, n)", "HD95 GTVn (mm, n)")
-CONTINUAL_COLUMNS = ("Test split", "Input", "Dice GTVp before", "Dice GTVp after", "Dice mean before",
-                     "Dice mean after", "Change")
+CONTINUAL_COLUMNS = ("Update", "lr", "% trainable", "Steps (best)", "Test split", "Input", "Dice GTVp before",
+                     "Dice GTVp after", "Dice mean before", "Dice mean after", "Change")
 
 
 def stopping(final: Mapping[str, Any]) -> str:
@@ -232,7 +245,8 @@ def format_continual_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     cells = []
     for r in rows:
         change = r["after"]["dice_mean"] - r["before"]["dice_mean"]
-        cells.append([r["label"], MODE_NAMES[r["mode"]], _num(r["before"]["dice_1"], 3), _num(r["after"]["dice_1"], 3),
+        cells.append([r["method"], f"{r['lr']:g}", _num(r["percent"], 2), *_training_cells(r)[:1], r["label"],
+                      MODE_NAMES[r["mode"]], _num(r["before"]["dice_1"], 3), _num(r["after"]["dice_1"], 3),
                       _num(r["before"]["dice_mean"], 3), _num(r["after"]["dice_mean"], 3), f"{change:+.3f}"])
     return render_table(CONTINUAL_COLUMNS, cells)
 
@@ -294,9 +308,11 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
           f"(overlap {size.overlap:g}); continual adaptation to {TARGET} with PET only: "
           f"on {TARGET}_train to convergence on {TARGET}_val (cap {size.continual_max_steps} steps), only the PET "
           f"parts train")
-    futures["pemma_b"] = jobs.submit(pipeline.continue_adapt, str(runs / "pemma"), dl, TARGET,
-                                     str(runs / "pemma_b"), modality="pet", max_steps=size.continual_max_steps,
-                                     lr=size.continual_lr, **common)
+    grid = {continual_run(update, lr): (update, lr) for update, _ in CONTINUAL for lr in size.continual_lrs}
+    for name, (update, lr) in grid.items():
+        futures[name] = jobs.submit(pipeline.continue_adapt, str(runs / "pemma"), dl, TARGET, str(runs / name),
+                                    modality="pet", update=update, max_steps=size.continual_max_steps, lr=lr,
+                                    **common)
     evaluations: dict[str, concurrent.futures.Future] = {}
 
     def score(run: str, split: str, mode: str) -> None:
@@ -307,11 +323,16 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
         score(run, test_a, mode)
     score("pemma", test_b, "pet")
     score("pet", test_b, "pet")
-    finals["pemma_b"] = futures["pemma_b"].result()
-    stage("continual", f"done: {stopping(finals['pemma_b'])}, {finals['pemma_b']['time_s']:.0f} s, "
-          f"{finals['pemma_b']['percent']:.2f} % trainable")
-    for split, mode in ((test_b, "pet"), (test_a, "ctpet"), (test_a, "ct"), (test_a, "pet")):
-        score("pemma_b", split, mode)
+    for name in grid:
+        finals[name] = futures[name].result()
+    chosen = choose_continual(grid, finals)
+    for update, label in CONTINUAL:
+        name = chosen[update]
+        stage("continual", f"{label}: lr {grid[name][1]:g} chosen on {TARGET}_val (best Dice "
+              f"{finals[name]['best_val_dice']:.3f}), {stopping(finals[name])}, {finals[name]['time_s']:.0f} s, "
+              f"{finals[name]['percent']:.2f} % trainable")
+        for split, mode in ((test_b, "pet"), (test_a, "ctpet"), (test_a, "ct"), (test_a, "pet")):
+            score(name, split, mode)
     reports = {key: future.result() for key, future in evaluations.items()}
     timings["evaluate_and_continual"] = time.perf_counter() - t
     stage("evaluate", f"done in {timings['evaluate_and_continual']:.0f} s")
@@ -327,14 +348,36 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
                                                            "hd95_mean")},
                      "dice_mean_std": float(np.nanstd([c["dice_mean"] for c in report["cases"]])),
                      "hecktor": report["hecktor"]})
-    continual = [{"label": test_b, "split": test_b, "mode": "pet", "before": reports[f"pemma/{test_b}/pet"]["mean"],
-                  "after": reports[f"pemma_b/{test_b}/pet"]["mean"]}]
-    for mode in ("ctpet", "ct", "pet"):
-        continual.append({"label": f"{test_a} (forgetting)", "split": test_a, "mode": mode,
-                          "before": reports[f"pemma/{test_a}/{mode}"]["mean"],
-                          "after": reports[f"pemma_b/{test_a}/{mode}"]["mean"]})
+    continual = []
+    for update, label in CONTINUAL:
+        name = chosen[update]
+        run_facts = {"method": label, "update": update, "run": name, "lr": grid[name][1],
+                     "lrs_tried": {f"{grid[n][1]:g}": finals[n]["best_val_dice"] for n in grid if grid[n][0] == update},
+                     **{k: finals[name].get(k) for k in ("percent", "steps", "best_step", "converged", "max_steps")}}
+        for split, mode in ((test_b, "pet"), (test_a, "ctpet"), (test_a, "ct"), (test_a, "pet")):
+            continual.append({**run_facts, "label": split if split == test_b else f"{split} (forgetting)",
+                              "split": split, "mode": mode, "before": reports[f"pemma/{split}/{mode}"]["mean"],
+                              "after": reports[f"{name}/{split}/{mode}"]["mean"]})
     pet_only_b = reports[f"pet/{test_b}/pet"]
-    return {"rows": rows, "continual": continual, "pet_only_b": pet_only_b, "finals": finals, "reports": reports}
+    return {"rows": rows, "continual": continual, "pet_only_b": pet_only_b, "finals": finals, "reports": reports,
+            "chosen": chosen}
+
+
+def continual_run(update: str, lr: float) -> str:
+    """Run folder name of one continual adaptation of the grid."""
+    return f"pemma_b_{update}_lr{lr:g}"
+
+
+def choose_continual(grid: Mapping[str, tuple[str, float]], finals: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """update -> the run of the grid with the best validation Dice on the target (ties: the lower lr)."""
+    chosen: dict[str, str] = {}
+    for name, (update, lr) in sorted(grid.items(), key=lambda item: item[1][1]):
+        best = finals[name].get("best_val_dice")
+        if best is None:
+            raise RuntimeError(f"continual run {name} has no validation Dice to choose by")
+        if update not in chosen or best > finals[chosen[update]]["best_val_dice"]:
+            chosen[update] = name
+    return chosen
 
 
 def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0, overwrite: bool = False,
@@ -380,13 +423,15 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
         with WorkerPool(n_workers, threads=threads, quiet=True) as jobs:
             done = _train_and_evaluate(jobs, size, data, str(datalist), runs, seed, stage, timings)
         rows, continual, pet_only_b = done["rows"], done["continual"], done["pet_only_b"]
+        adapted = done["chosen"]["modality"]
         finals, reports = done["finals"], done["reports"]
         test_a, test_b, crop = f"{SOURCE}_test", f"{TARGET}_test", "x".join(map(str, size.crop))
 
         # 6. Figure and report (this process).
         t = time.perf_counter()
         stage("report", f"figure and tables in {out / 'report'}")
-        loaded = {name: load_run(runs / name) for name in ("ct", "pet", "early", "late", "pemma", "pemma_b")}
+        loaded = {name: load_run(runs / name) for name in ("ct", "pet", "early", "late", "pemma")}
+        loaded["pemma_b"] = load_run(runs / adapted)
         figure = save_segmentation_figure(out / "report" / "segmentations.png", data, test_a, loaded, size.crop,
                                           size.overlap, {})
         timings["report"] = time.perf_counter() - t
@@ -405,11 +450,15 @@ def run_demo(out: str | Path = "mm_demo_out", quick: bool = False, seed: int = 0
                    f"sum 2|P&G| / sum (|P|+|G|) over all patients (HECKTOR's metric), 95 % percentile bootstrap "
                    f"over patients; patients without nodes are counted apart (false positives / true negatives); "
                    f"HD95 over the n cases where both masks are non-empty.")
-        c_caption = (f"PEMMA adapted to centre {TARGET} ({stopping(finals['pemma_b'])} on {TARGET}_val, PET only: "
-                     f"PET embedding and "
-                     f"skip train, {finals['pemma_b']['percent']:.2f} % of the CT model). Before = the PEMMA "
-                     f"model trained on {SOURCE}; after = adapted to {TARGET}. Reference: the PET-only baseline "
-                     f"trained on {SOURCE} scores Dice {pet_only_b['mean']['dice_mean']:.3f} on {test_b} "
+        lrs = "/".join(f"{lr:g}" for lr in size.continual_lrs)
+        c_caption = (f"Each model adapted from the PEMMA model trained on {SOURCE} to centre {TARGET} with PET only, to "
+                     f"convergence on {TARGET}_val (cap {size.continual_max_steps} steps), at the learning rate of "
+                     f"{lrs} with the best {TARGET}_val Dice (no test data chooses anything). Update: what trains "
+                     f"(% of the CT model): PEMMA's design trains only the PET embedding and skip, so CT-only "
+                     f"predictions cannot change; the two baselines update weights the {SOURCE} inputs also pass "
+                     f"through (LoRA, decoder and head; every weight), which is where forgetting can happen. Before = "
+                     f"the PEMMA model trained on {SOURCE}; after = adapted to {TARGET}. Reference: the PET-only "
+                     f"baseline trained on {SOURCE} scores Dice {pet_only_b['mean']['dice_mean']:.3f} on {test_b} "
                      f"({n_b} patients).")
         t = time.perf_counter()
         models = {name: model for name, (model, _) in loaded.items()}

@@ -8,9 +8,11 @@
   skip, decoder and head train), trained with both modalities and the
   per-batch input mode drawn (CT+PET 0.6, CT 0.2, PET 0.2).
 - :func:`continue_adapt`: continual adaptation of a PEMMA run to a new centre
-  with one modality; only that modality's parts train
+  with one modality; by default only that modality's parts train
   (:data:`petite.pemma.upgrade.MODALITY_PARTS`), everything else, the CT
-  base included, stays bit for bit.
+  base included, stays bit for bit; ``update="adapter"`` (LoRA without
+  freezing) and ``update="full"`` (full fine-tuning) are the baselines that
+  update shared weights, and so can forget the old centre.
 - :func:`late`: a late-fusion run from a CT-only and a PET-only run (no training).
 - :func:`evaluate`: Dice and HD95 per class and case of a run on a split, in one input mode.
 
@@ -57,7 +59,7 @@ from petite.pemma.baselines import LateFusion, build_baseline
 from petite.pemma.evaluate import evaluate_segmenter, mean_metrics
 from petite.pemma.segmentation import check_mode, resolve_window
 from petite.pemma.train import PATIENCE, resolve_mode_probs, train_segmenter
-from petite.pemma.upgrade import MODALITY_PARTS, PEMMA, set_trainable, summary
+from petite.pemma.upgrade import PEMMA, check_continual, continual_trainable, summary, trainable_groups
 
 CaseCache = MutableMapping[tuple[str, str, str], list[dict[str, Any]]]
 #: ``[(split name, its items), ...]``: one split per centre, pooled.
@@ -407,6 +409,7 @@ def continue_adapt(
     out: str | Path,
     *,
     modality: str = "pet",
+    update: str = "modality",
     crop: int | Sequence[int] | None = None,
     steps: int | None = None,
     max_steps: int | None = None,
@@ -424,16 +427,18 @@ def continue_adapt(
     progress: bool = False,
     cache: CaseCache | None = None,
 ) -> dict[str, Any]:
-    """Continual adaptation of PEMMA run ``previous`` to ``centre`` with ``modality`` only (its parts alone train).
+    """Continual adaptation of PEMMA run ``previous`` to ``centre`` with ``modality`` only.
+
+    ``update``: what trains (:func:`~petite.pemma.upgrade.continual_trainable`): ``modality`` (default,
+    PEMMA's design: the modality's own parts), ``adapter`` (every group the upgrade trained) or ``full``
+    (every weight); the last two are forgetting baselines.
 
     ``crop``: training crop and inference window (default: the previous run's; see :func:`adapt`).
     Length and validation: as :func:`pretrain` (validation in ``modality``'s mode on ``centre``'s
     validation split).
     """
     length = Length("continual", steps, max_steps, val_every, patience, min_delta, val, min_steps)
-    if modality not in MODALITY_PARTS:
-        raise UserError(f"--modality must be one of {', '.join(MODALITY_PARTS)} (the one modality the new "
-                        f"centre has), got {modality!r}")
+    check_continual(modality, update)
     prev_config = runs.require_kind(previous, ("pemma",), "--continue-from")
     check_output_folder(out, overwrite)
     data, path = open_datalist(datalist)
@@ -441,8 +446,8 @@ def continue_adapt(
     val_split = length.val_split(data, [centre])
     model, info = runs.load_run(previous)
     crop = list(resolve_window(model, prev_config["crop"] if crop is None else parse_crop(crop), "crop"))
-    groups = MODALITY_PARTS[modality]
-    set_trainable(model, groups)
+    trained = continual_trainable(model, modality, update)
+    groups = [g for g, names in trainable_groups(model).items() if names and set(names) <= set(trained)]
     pet_norm = prev_config.get("pet_norm", "zscore")
     cases = load_cases(data, split, entries, pet_norm, cache)
     cpu_start = time.process_time()
@@ -450,7 +455,7 @@ def continue_adapt(
                                  batch_size=batch_size, lr=lr, augment=augment, seed=seed, progress=progress,
                                  device=device)
     config = {"datalist": path, "centre": centre, "train_split": split, "val_split": split_label(val_split),
-              "inputs": modality, "modality": modality,
+              "inputs": modality, "modality": modality, "update": update,
               "parent": runs.run_link(Path(previous), Path(out)), "trained_groups": list(groups),
               "method": prev_config.get("method"), "peft": prev_config.get("peft"),
               "fusion": info.get("pemma", {}).get("fusion", "channels"),
@@ -464,7 +469,8 @@ def continue_adapt(
     model.to("cpu")
     with staged_folder(out, overwrite) as folder:
         runs.save_run(folder, model, "pemma", config, final=final, metrics=_metrics_rows(result),
-                      base_run=info["base_path"], destination=out)
+                      base_run=info["base_path"], destination=out,
+                      full_state=update == "full" or bool((prev_config.get("pemma") or {}).get("full_state")))
     return final
 
 

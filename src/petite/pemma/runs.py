@@ -123,7 +123,7 @@ def _resolve_link(link: Mapping[str, Any], folder: Path, what: str) -> Path:
 def save_run(folder: str | Path, model: nn.Module, kind: str, config: Mapping[str, Any], *,
              final: Mapping[str, Any] | None = None, metrics: Sequence[Mapping[str, Any]] = (),
              base_run: str | Path | None = None, destination: str | Path | None = None,
-             members: Mapping[str, str | Path] | None = None) -> Path:
+             members: Mapping[str, str | Path] | None = None, full_state: bool = False) -> Path:
     """Write a run of ``kind`` into ``folder`` (usually a :func:`~petite.atomic.staged_folder`).
 
     Args:
@@ -132,6 +132,8 @@ def save_run(folder: str | Path, model: nn.Module, kind: str, config: Mapping[st
         config: how the run was made; must hold ``crop``; ``kind`` and ``format`` are added.
         base_run: ``pemma`` only: the CT run the model was built on.
         members: ``late`` only: ``{"ct": CT run, "pet": PET run}``.
+        full_state: ``pemma`` only: store every tensor, the CT base's included (a continual adaptation
+            that updated shared weights); by default only what the base lacks (and the trained decoder).
         destination: where ``folder`` will finally live (for relative links; default ``folder``).
     """
     if kind not in RUN_KINDS:
@@ -152,14 +154,14 @@ def save_run(folder: str | Path, model: nn.Module, kind: str, config: Mapping[st
         base = Path(base_run)
         meta = read_sidecar(base / "model")
         base_keys = _checkpoint_keys(base / "model.safetensors")
-        own = _own_names(model, base_keys)
+        own = set(model.state_dict()) if full_state else _own_names(model, base_keys)
         tensors = {n: t.detach().to("cpu").contiguous().clone() for n, t in model.state_dict().items() if n in own}
         with atomic_path(folder / PEMMA_WEIGHTS) as tmp:
             save_file(tensors, str(tmp), metadata={"format": FORMAT})
         cfg["base"] = {**run_link(base, where), "fingerprint": meta["fingerprint"]}
         cfg["pemma"] = {"peft": model.config["peft"], "adapter_dim": model.config["adapter_dim"],
                         "fusion": model.config["fusion"], "train_decoder": model.config["train_decoder"],
-                        "arch": model.arch, "base_model": model.config["base"]}
+                        "arch": model.arch, "base_model": model.config["base"], "full_state": bool(full_state)}
         cfg["pemma_fingerprint"] = fingerprint(tensors)
     else:  # late
         if members is None or set(members) != {"ct", "pet"}:
@@ -288,7 +290,7 @@ def _load_pemma(path: Path, config: Mapping[str, Any]) -> tuple[nn.Module, Path]
         raise UserError("tensors do not match the fingerprint in config.json", weights)
     state = model.state_dict()
     base_keys = _checkpoint_keys(base / "model.safetensors")
-    expected = _own_names(model, base_keys)
+    expected = set(state) if options.get("full_state") else _own_names(model, base_keys)
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
         raise UserError(f"PEMMA tensors do not fit the model: {len(missing)} missing, {len(extra)} unexpected "

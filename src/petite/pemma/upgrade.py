@@ -80,6 +80,10 @@ from petite.peft import PeftState, Spec, apply_spec, peft_state
 GROUPS: tuple[str, ...] = ("lora", "pet", "ct_adapter", "fusion", "decoder")
 #: Groups a single-modality continual adaptation trains (:func:`set_trainable`).
 MODALITY_PARTS: dict[str, tuple[str, ...]] = {"pet": ("pet",), "ct": ("ct_adapter",)}
+#: What a continual adaptation updates (:func:`continual_trainable`): ``modality``, PEMMA's design (only the new
+#: modality's parts); ``adapter``, every group the upgrade trained, shared ones included (LoRA without
+#: freezing: a forgetting baseline); ``full``, every weight of the model (full fine-tuning: a forgetting baseline).
+CONTINUAL_UPDATES: tuple[str, ...] = ("modality", "adapter", "full")
 #: How CT and PET meet: sequence concatenation (reference) or a channel projection (ours).
 FUSIONS: tuple[str, ...] = ("tokens", "channels")
 #: Top-level module names of each group that is not LoRA or the backbone's decoder.
@@ -482,6 +486,31 @@ def set_trainable(model: nn.Module, parts: Iterable[str] | str) -> list[str]:
             p.requires_grad_(True)
             out.append(name)
     return out
+
+
+def check_continual(modality: str, update: str) -> None:
+    """Refuse an unknown ``modality`` or ``update`` of a continual adaptation (before any output exists)."""
+    if update not in CONTINUAL_UPDATES:
+        raise UserError(f"--update must be one of {', '.join(CONTINUAL_UPDATES)}, got {update!r}")
+    if modality not in MODALITY_PARTS:
+        raise UserError(f"--modality must be one of {', '.join(MODALITY_PARTS)} (the one modality the new "
+                        f"centre has), got {modality!r}")
+
+
+def continual_trainable(model: nn.Module, modality: str, update: str = "modality") -> list[str]:
+    """Set what a continual adaptation with ``modality`` alone trains (:data:`CONTINUAL_UPDATES`); the names.
+
+    ``modality`` keeps every prediction that does not use the new modality unchanged; the two other
+    settings update weights the old centre's inputs also pass through, which is what forgetting needs.
+    """
+    check_continual(modality, update)
+    if update == "modality":
+        return set_trainable(model, MODALITY_PARTS[modality])
+    if update == "adapter":
+        return set_trainable(model, "all")
+    pemma = _check_pemma(model)
+    pemma.requires_grad_(True)
+    return [name for name, _ in pemma.named_parameters()]
 
 
 def summary(model: nn.Module) -> dict[str, Any]:
