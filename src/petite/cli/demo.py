@@ -20,7 +20,7 @@ from petite.cli.app import cli
               help="Intensity normalisation of every run: one factor from the short scan (input), or each "
               "volume min-max to [0, 1] as the paper did (paper).")
 def demo(out: str, quick: bool, seed: int, overwrite: bool, precision: str, normalise: str) -> None:
-    """End-to-end demo on half-resolution paper scanners 1 -> 4 (19 min on 2 CPU cores with bf16; --quick: 1-2 min).
+    """End-to-end demo on half-resolution paper scanners 1 -> 4 (7-19 min on 2 CPU cores with bf16, by CPU; --quick: 1-2 min).
 
     Simulates scanners 1h (source) and 4h (target), pre-trains a small UNETR on
     1h, fine-tunes it on 4h with No-FT, Full-FT and PETITE, prints the

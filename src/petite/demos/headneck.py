@@ -44,30 +44,21 @@ What it does (every number it prints is measured in that run):
    its table is printed too.
 
 Sizes (:data:`FULL`): 28 patients at A (17 train, 4 validation, 7 test), 12
-at B (6 train, 2 validation, 4 test); batch 2; every training validated every
-100 steps with patience 5 (and never stopped before a quarter of its cap, nor
-while its best validation Dice is 0); caps 2000 steps for each model trained
-from scratch, 1000 for the PEMMA upgrade, 500 for the PET-only continual
-adaptation; evaluation (and validation) windows 32^3 with overlap 0.5 (overlap
-0 costs less than half but loses 0.3 GTVp Dice at the window seams).  The cap
-2000 is there because the CT-only model learns GTVp late: with the earlier
-fixed 400 steps at a constant learning rate its A_test GTVp Dice was 0.043
-(0.569 at 800 steps), which made PEMMA's CT -> CT+PET gain look larger than
-it is.  Measured (CT-only pre-training alone with these settings on the same
-centre A, one torch thread, load average 3-10 from other jobs): validation
-Dice 0 up to step 500, GTVp learned from step 600; it hit the cap (best
-step 1900, A_val mean foreground Dice 0.155: GTVp 0.310, GTVn 0), A_test GTVp
-Dice 0.587, GTVn 0; 2437 s wall, 1170 s CPU.  It was still creeping up as
-the cosine schedule reached 0, so a larger cap would trade time for a
-converged CT-only model.
+at B (6 train, 2 validation, 4 test), ``hecktor`` profile; batch 2; every
+training validated every 100 steps with patience 5 (and never stopped before a
+quarter of its cap, nor while its best validation Dice is 0); caps 2000 steps
+for each model trained from scratch, 1000 for the PEMMA upgrade, 500 for each
+continual adaptation (two learning rates x three updates); evaluation (and
+validation) windows 32^3 with overlap 0.5 (overlap 0 costs less than half but
+loses 0.3 GTVp Dice at the window seams).  The cap 2000 is there because the
+CT-only model learns GTVp late: with the earlier fixed 400 steps its A_test
+GTVp Dice was 0.043, which made PEMMA's CT -> CT+PET gain look larger than it is.
 
-Cost: a step of UNETR small (batch 2, 32^3) costs 0.32-0.38 s of CPU (measured
-with the earlier fixed-step demo: 12.0 min wall clock for 400/300/150 steps,
-807 s CPU in all processes; PEMMA 0.32 s and the continual adaptation 0.29 s
-per step).  Trained to convergence the cost depends on where each model
-stops; at the caps the trainings would take about 3 x 2000 x 0.35 s + 1000 x
-0.32 s + 500 x 0.29 s = 43 min of CPU plus the validations (an estimate from
-those per-step costs, not a measurement), about 21 min on 2 idle cores.
+Measured (README, section "Multi-modal adaptation"; 2 idle AMD EPYC cores):
+20.6 min wall clock, 2366 s of CPU in all processes; the trainings 817 s
+(CT-only 506 s at 0.25 s/step, capped at 2000 with its best validation at the
+last step, A_test GTVp Dice 0.608), the continual grid and 25 evaluations
+363 s.
 ``quick=True`` (:data:`QUICK`): ``tiny`` grid and model, a handful of patients
 and steps: a smoke test, its numbers mean nothing.
 

@@ -269,8 +269,9 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, seed: int = 0, o
     random 32^3 crops, batch 4; pre-training validated every 100 steps (cap 1500) and stopped after 2
     validations without a 0.05 dB improvement, fine-tuning validated every 50 steps (cap 400) and
     stopped after 2 without improvement; validation windows overlap by :data:`VAL_OVERLAP`, the test
-    on whole volumes by 0.5 (sliding 32^3 windows).  Measured: 19.4 min on 2 idle CPU cores with bf16
-    training steps (pre-training 1300 steps, 12.6 min), about 26 min in float32.
+    on whole volumes by 0.5 (sliding 32^3 windows).  Measured with bf16 training steps: 7.1 min on 2 idle
+    AMD EPYC cores (pre-training 1300 steps, 4.6 min), 19.4 min on 2 idle Intel Xeon cores (12.6 min),
+    about 26 min in float32 there.
     ``precision``: autocast of every training step (``auto``: bf16 where the CPU has it natively;
     ``bf16`` is faster on CPUs with AMX or AVX-512 BF16, much slower on CPUs without; evaluation stays
     in float32).  ``normalise``: ``input`` or ``paper`` (:mod:`petite.data.normalise`).
