@@ -296,8 +296,11 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
     test_a, test_b = f"{SOURCE}_test", f"{TARGET}_test"
     stage("evaluate", f"{len(data[test_a])} {test_a} cases, whole volumes, sliding {crop} windows "
           f"(overlap {size.overlap:g}); continual adaptation to {TARGET} with PET only: "
-          f"on {TARGET}_train to convergence on {TARGET}_val (cap {size.continual_max_steps} steps), only the PET "
-          f"parts train")
+          f"on {TARGET}_train to convergence on {TARGET}_val (cap {size.continual_max_steps} steps), "
+          f"{', '.join(label for _, label in CONTINUAL)}, each at lr "
+          f"{'/'.join(f'{lr:g}' for lr in size.continual_lrs)}")
+    # Each continual run is scored on the target (PET) and on the source in every mode (the forgetting).
+    continual_scores = ((test_b, "pet"), (test_a, "ctpet"), (test_a, "ct"), (test_a, "pet"))
     grid = {continual_run(update, lr): (update, lr) for update, _ in CONTINUAL for lr in size.continual_lrs}
     for name, (update, lr) in grid.items():
         futures[name] = jobs.submit(pipeline.continue_adapt, str(runs / "pemma"), dl, TARGET, str(runs / name),
@@ -321,7 +324,7 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
         stage("continual", f"{label}: lr {grid[name][1]:g} chosen on {TARGET}_val (best Dice "
               f"{finals[name]['best_val_dice']:.3f}), {stopping(finals[name])}, {finals[name]['time_s']:.0f} s, "
               f"{finals[name]['percent']:.2f} % trainable")
-        for split, mode in ((test_b, "pet"), (test_a, "ctpet"), (test_a, "ct"), (test_a, "pet")):
+        for split, mode in continual_scores:
             score(name, split, mode)
     reports = {key: future.result() for key, future in evaluations.items()}
     timings["evaluate_and_continual"] = time.perf_counter() - t
@@ -344,7 +347,7 @@ def _train_and_evaluate(jobs: WorkerPool, size: DemoSize, data: Mapping[str, Any
         run_facts = {"method": label, "update": update, "run": name, "lr": grid[name][1],
                      "lrs_tried": {f"{grid[n][1]:g}": finals[n]["best_val_dice"] for n in grid if grid[n][0] == update},
                      **{k: finals[name].get(k) for k in ("percent", "steps", "best_step", "converged", "max_steps")}}
-        for split, mode in ((test_b, "pet"), (test_a, "ctpet"), (test_a, "ct"), (test_a, "pet")):
+        for split, mode in continual_scores:
             continual.append({**run_facts, "label": split if split == test_b else f"{split} (forgetting)",
                               "split": split, "mode": mode, "before": reports[f"pemma/{split}/{mode}"]["mean"],
                               "after": reports[f"{name}/{split}/{mode}"]["mean"]})

@@ -15,7 +15,7 @@ pair; too few distinct times for the IBS grid).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,26 @@ def c_index_or_nan(t: np.ndarray, risk: np.ndarray, e: np.ndarray) -> float:
         return math.nan
 
 
+def _percentile_bootstrap(n: int, statistic: Callable[[np.ndarray], float], n_boot: int, level: float,
+                          seed: int) -> list[float] | None:
+    """Percentile interval of ``statistic(indices)`` over ``n_boot`` resamples of ``n`` patients with replacement.
+
+    Resamples where the statistic is NaN are dropped; ``None`` when none is left.  Same seed, same interval.
+    """
+    if int(n_boot) < 1 or not 0.0 < float(level) < 1.0:
+        raise UserError(f"bootstrap needs n_boot >= 1 and 0 < level < 1, got {n_boot} and {level}")
+    rng = np.random.default_rng(int(seed))
+    values = []
+    for _ in range(int(n_boot)):
+        value = statistic(rng.integers(0, n, n))
+        if not math.isnan(value):
+            values.append(value)
+    if not values:
+        return None
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
 def bootstrap_c_index(t: np.ndarray, risk: np.ndarray, e: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
                       seed: int = 0) -> list[float] | None:
     """Percentile bootstrap interval of Harrell's C over patients (resampled with replacement, seeded).
@@ -73,20 +93,9 @@ def bootstrap_c_index(t: np.ndarray, risk: np.ndarray, e: np.ndarray, *, n_boot:
     Resamples without a comparable pair are dropped; ``None`` when none is left.
     Same inputs and seed, same interval.
     """
-    if int(n_boot) < 1 or not 0.0 < float(level) < 1.0:
-        raise UserError(f"bootstrap needs n_boot >= 1 and 0 < level < 1, got {n_boot} and {level}")
     t, risk, e = np.asarray(t, dtype=float), np.asarray(risk, dtype=float), np.asarray(e)
-    rng = np.random.default_rng(int(seed))
-    values = []
-    for _ in range(int(n_boot)):
-        pick = rng.integers(0, t.size, t.size)
-        value = c_index_or_nan(t[pick], risk[pick], e[pick])
-        if not math.isnan(value):
-            values.append(value)
-    if not values:
-        return None
-    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return [float(lo), float(hi)]
+    return _percentile_bootstrap(t.size, lambda pick: c_index_or_nan(t[pick], risk[pick], e[pick]), n_boot, level,
+                                 seed)
 
 
 def bootstrap_c_index_difference(t: np.ndarray, risk: np.ndarray, reference: np.ndarray, e: np.ndarray, *,
@@ -99,25 +108,16 @@ def bootstrap_c_index_difference(t: np.ndarray, risk: np.ndarray, reference: np.
     comparing two separate intervals.  Resamples without a comparable pair are dropped; the interval is
     ``None`` when none is left.
     """
-    if int(n_boot) < 1 or not 0.0 < float(level) < 1.0:
-        raise UserError(f"bootstrap needs n_boot >= 1 and 0 < level < 1, got {n_boot} and {level}")
     t, e = np.asarray(t, dtype=float), np.asarray(e)
     risk, reference = np.asarray(risk, dtype=float), np.asarray(reference, dtype=float)
     if not t.size == risk.size == reference.size == e.size:
         raise UserError(f"risks, times and events need one value per patient, got {risk.size}, {reference.size}, "
                         f"{t.size} and {e.size}")
-    observed = c_index_or_nan(t, risk, e) - c_index_or_nan(t, reference, e)
-    rng = np.random.default_rng(int(seed))
-    values = []
-    for _ in range(int(n_boot)):
-        pick = rng.integers(0, t.size, t.size)
-        value = c_index_or_nan(t[pick], risk[pick], e[pick]) - c_index_or_nan(t[pick], reference[pick], e[pick])
-        if not math.isnan(value):
-            values.append(value)
-    if not values:
-        return observed, None
-    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return observed, [float(lo), float(hi)]
+
+    def difference(pick: np.ndarray) -> float:
+        return c_index_or_nan(t[pick], risk[pick], e[pick]) - c_index_or_nan(t[pick], reference[pick], e[pick])
+
+    return difference(np.arange(t.size)), _percentile_bootstrap(t.size, difference, n_boot, level, seed)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
