@@ -357,6 +357,31 @@ def test_lr_auto_keeps_the_multiplier_with_the_best_validation(tmp_path: Path, d
     assert final["hparams"]["param_groups"][0]["lr"] == pytest.approx(best * method_hparams("unetr", "full")["lr"])
     assert (tmp_path / "auto" / "lr-search" / "x0.0001" / "final.json").is_file()
     assert read_yaml_config(tmp_path / "auto")["lr"] == "auto"
+    # The trials are compared on validation only: none of them is tested (the chosen run is).
+    assert not (tmp_path / "auto" / "lr-search" / "x1" / "test_metrics.json").exists()
+    assert (tmp_path / "auto" / "test_metrics.json").is_file()
+
+
+def test_fine_tuning_on_fewer_subjects_and_the_source_fitted_filter(tmp_path: Path, datalist: Path) -> None:
+    pre = train(_pretrain_cfg(datalist, tmp_path / "pre", max_steps=2, patience=0), progress=False)
+    common = dict(init=str(tmp_path / "pre"), train_split="finetune_train", val_split="finetune_val", patience=0)
+    one = train(_pretrain_cfg(datalist, tmp_path / "one", max_steps=2, train_subjects=1, **common), progress=False)
+    both = train(_pretrain_cfg(datalist, tmp_path / "both", max_steps=2, **common), progress=False)
+    assert one["train_subjects"] == 1 and both["train_subjects"] == 2
+    # The target's filter is fitted on the subjects the network saw; the source's is the pre-training run's fit.
+    for final in (one, both):
+        source = final["baselines"]["gaussian_source"]
+        assert (source["sigma"], source["gain"]) == (pre["baselines"]["gaussian"]["sigma"],
+                                                     pre["baselines"]["gaussian"]["gain"])
+        assert len(source["subjects"]) == final["test"]["n"]
+    assert one["baselines"]["short"] == both["baselines"]["short"]
+    with pytest.raises(Exception, match="train_subjects 3 but split 'finetune_train' holds 2"):
+        train(_pretrain_cfg(datalist, tmp_path / "three", max_steps=2, train_subjects=3, **common), progress=False)
+    assert not (tmp_path / "three").exists()
+    # No-FT trains nothing, so lr auto has nothing to search: one plain run, no trials.
+    none = train(_pretrain_cfg(datalist, tmp_path / "none", spec="none", lr="auto", **common), progress=False)
+    assert none["lr_search"] is None and not (tmp_path / "none" / "lr-search").exists()
+    assert "calibration" in none["baselines"]
 
 
 def read_yaml_config(run: Path) -> dict:

@@ -88,7 +88,8 @@ def test_report_tables_tests_and_figures(study, capsys):
     results = json.loads((out / "results.json").read_text())
 
     # Header: what was reported.
-    assert results["counts"] == {"run_folders": 14, "reported": 12, "pretrain": 1, "unfinished": 1, "skipped": 0}
+    assert results["counts"] == {"run_folders": 14, "reported": 12, "pretrain": 1, "unfinished": 1, "skipped": 0,
+                                 "data_size": 0}
     assert "12 finished fine-tuning runs reported" in md and "1 not finished" in md
     assert "## Not finished" in md and "`main/VPT-s1`" in md
     assert results["pairs"] == ["1h->4h", "1h->5h"] and results["seeds"] == [0, 1]

@@ -105,9 +105,9 @@ def test_every_table_of_a_report_renders_with_baselines_and_declared_comparisons
     assert table["rank_metric"] == "psnr_masked"
     rows = {r["label"]: r for r in table["rows"]}
     # Baselines first, No-FT + calibration after No-FT; their numbers are the final.json per-subject values.
-    assert [r["label"] for r in table["rows"]][:4] == ["Short scan", "Gaussian filter (fitted)", "No-FT",
+    assert [r["label"] for r in table["rows"]][:4] == ["Short scan", "Gaussian filter (target-fitted)", "No-FT",
                                                       "No-FT + calibration"]
-    assert rows["Gaussian filter (fitted)"]["psnr_masked"]["mean"] == pytest.approx(
+    assert rows["Gaussian filter (target-fitted)"]["psnr_masked"]["mean"] == pytest.approx(
         np.mean([v["psnr_masked"] for v in _values(29.0, 0, 1).values()]))
     header = _cells(markdown_tables(md)[0][0])
     assert header[3:5] == ["PSNR head (dB)", "SSIM head"] and "converged" in header and "lr (auto)" in header

@@ -35,9 +35,12 @@ def test_plan_expands_groups_and_shares_pretraining(tmp_path: Path) -> None:
     labels = {(j.labels["method"], j.labels["bitfit"]) for j in finetune}
     assert ("LoRA", True) in labels and ("LoRA", False) in labels and ("BitFit", True) in labels
     assert ("LoRA + SSF", True) in labels and ("PETITE", True) in labels
-    # Ordered by seed: every seed-0 run comes before any seed-1 run.
-    seeds = [j.labels["seed"] for j in finetune]
-    assert seeds == sorted(seeds)
+    # Ordered grid by grid (as listed), and within a grid by seed: every seed-0 run of the main grid comes
+    # before any of its seed-1 runs, and the other grids' runs come after the main grid's.
+    main = [j for j in finetune if j.grid_position == 0]
+    assert finetune[:len(main)] == main
+    assert [j.labels["seed"] for j in main] == sorted(j.labels["seed"] for j in main)
+    assert [j.grid_position for j in finetune] == sorted(j.grid_position for j in finetune)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -99,3 +102,43 @@ def test_report_section_declares_comparisons_and_post_hoc_rows(study_dir: Path) 
     expected = {"comparisons": [("LoRA", "Full-FT"), ("LoRA", "No-FT")], "post_hoc": ["Full-FT lr 1e-4"]}
     assert Study.load(path).report == expected and read_report_settings(path) == expected
     assert Study.load(write_study(study_dir / "plain.yaml")).report == {"comparisons": None, "post_hoc": []}
+
+
+def test_data_size_grid_and_pretraining_overrides(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text("{}")
+    path = write_study(tmp_path / "s.yaml", data={"datalists": {"a": "x.json", "b": "x.json"}},
+                       finetune={"train_subjects": 4}, grids=[
+        {"name": "main", "models": ["unetr:small"], "pretrain": {"lr": 2e-3}, "pairs": ["a->b"],
+         "methods": ["no-ft", "full-ft"], "seeds": [0, 1]},
+        {"name": "curve", "models": ["unetr:small"], "pretrain": {"lr": 2e-3}, "pairs": ["a->b"],
+         "methods": ["no-ft", "full-ft"], "train_subjects": [1, 8], "seeds": [0, 1]}])
+    jobs = Study.load(path).jobs(tmp_path / "out")
+    (pre,) = [j for j in jobs if j.kind == "pretrain"]
+    assert pre.config["lr"] == 2e-3
+    curve = [j for j in jobs if j.labels.get("role") == "data-size"]
+    # No-FT once per count, Full-FT per count and seed; each its own folder; the main grid's count stays 4.
+    assert sorted(j.key for j in curve) == sorted(
+        ["runs/unetr-small/a-to-b/no-ft/n1/seed0", "runs/unetr-small/a-to-b/no-ft/n8/seed0"]
+        + [f"runs/unetr-small/a-to-b/full-ft/n{n}/seed{s}" for n in (1, 8) for s in (0, 1)])
+    assert all(j.config["train_subjects"] == j.labels["train_subjects"] for j in curve)
+    main = [j for j in jobs if j.labels.get("role") == "finetune"]
+    assert main and all(j.config["train_subjects"] == 4 for j in main)
+
+
+def test_grids_sharing_a_pretraining_run_must_agree_on_its_settings(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text("{}")
+    path = write_study(tmp_path / "s.yaml", data={"datalists": {"a": "x.json", "b": "x.json"}}, grids=[
+        {"name": "one", "models": ["unetr:small"], "pretrain": {"lr": 2e-3}, "pairs": ["a->b"], "methods": ["full-ft"]},
+        {"name": "two", "models": ["unetr:small"], "pairs": ["a->b"], "methods": ["no-ft"]}])
+    with pytest.raises(Exception, match="asked for twice"):
+        Study.load(path)
+
+
+@pytest.mark.parametrize("study_file", sorted((Path(__file__).parents[2] / "examples" / "study").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_committed_study_files_plan(tmp_path: Path, study_file: Path) -> None:
+    # Every study file we ship loads, names scanners that exist and expands into runs with valid settings.
+    if study_file.name.startswith("scanners"):
+        pytest.skip("a scanner file, not a study")
+    jobs = Study.load(study_file).jobs(tmp_path)
+    assert any(j.kind == "finetune" for j in jobs)

@@ -39,7 +39,7 @@ def sweep_command(study_file: str, out: str | None, workers: int, emit: bool, st
     submitit) that depends on the runs it needs, and tracked until all end; run the same
     command again after an interruption: finished runs are skipped, queued ones tracked,
     interrupted ones resumed.  See petite/study/plan.py for the study format and
-    examples/study/cpu-study.yaml for the study behind docs/RESULTS.md.
+    examples/study/realistic-cpu.yaml for the study behind docs/RESULTS.md.
     """
     from petite.errors import UserError
     from petite.study.plan import Study

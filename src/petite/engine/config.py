@@ -55,6 +55,7 @@ class TrainConfig:
     test_split: str = "test"
     crop_size: list[int] | None = None  # None: chosen from the volumes (64^3, or 64x64x32 on thin grids)
     samples_per_volume: int = 1  # random crops drawn from each training volume per epoch
+    train_subjects: int | None = None  # only the first N subjects of train_split (data-size curves); None: all
     cache_rate: float = 1.0
     normalise: str = "input"  # input: one factor from the short scan; paper: each volume min-max to [0, 1]
     # Model and PEFT
@@ -125,6 +126,8 @@ class TrainConfig:
             raise UserError("no output run folder given (--out or `out:` in the config)", source)
         checks = [
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.train_subjects is None or self.train_subjects >= 1,
+             f"train_subjects must be >= 1, got {self.train_subjects}"),
             (self.samples_per_volume >= 1, f"samples_per_volume must be >= 1, got {self.samples_per_volume}"),
             (self.epochs is None or self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
             (self.max_steps is None or self.max_steps >= 0, f"max_steps must be >= 0, got {self.max_steps}"),

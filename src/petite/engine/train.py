@@ -185,8 +185,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     keeps the multiplier with the best validation masked PSNR.  ``tracker`` (:mod:`petite.engine.tracking`)
     mirrors the run's settings, metrics and weights into a tracking service (the trials are not tracked).
     """
-    if cfg.lr == AUTO:
+    if cfg.lr == AUTO and not Spec.parse(cfg.spec).is_empty and cfg.max_steps != 0 and cfg.epochs != 0:
         return _train_with_lr_search(cfg, resume, overwrite, progress, tracker)
+    # A run that trains nothing (No-FT) has no learning rate to search.
     return _train(cfg, resume, overwrite, progress, tracker=tracker)
 
 
@@ -261,7 +262,7 @@ def _train(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool, lr_m
     if cfg.batch_size % world:
         raise UserError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
     run = RunFolder(cfg.out)
-    datalist = read_datalist(cfg.datalist)
+    datalist = _limit_training_subjects(read_datalist(cfg.datalist), cfg)
     spec = Spec.parse(cfg.spec)
     pretraining = not cfg.init
     if pretraining and not spec.full:
@@ -468,7 +469,8 @@ def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
     if best["step"] > 0:
         model = load_predictor(run.root).to(device)
     model.eval()
-    test_split = cfg.test_split if datalist.get(cfg.test_split) else None
+    # An lr-search trial is compared on validation only: testing it would cost a test pass and tempt a look.
+    test_split = cfg.test_split if datalist.get(cfg.test_split) and not cfg.extra.get("lr_search_trial") else None
     rows = evaluate_split(model, datalist, test_split, roi, cfg.overlap, cfg.sw_batch_size, normalise=cfg.normalise,
                           progress=progress) if test_split else []
     test = write_results(run.root, rows, "test_metrics") if rows else {}
@@ -480,6 +482,7 @@ def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
     final = {
         "model": cfg.model, "preset": model.config.get("preset"), "spec": spec.to_string(),
         "trainable": int(setup.trainable), "percent": float(setup.percent), "normalise": cfg.normalise,
+        "train_subjects": len(datalist.get(cfg.train_split) or []),
         "steps": done, "max_steps": max_steps, "val_every": val_every, "steps_per_epoch": steps_per_epoch,
         "stopped": stopped, "converged": stopped == "patience",
         "best_step": best["step"], "best_val_psnr_masked": best["psnr_masked"], "best_val_psnr": best.get("psnr"),
@@ -508,6 +511,20 @@ def _run(setup: _Setup, resuming: bool, progress: bool, lr_multiplier: float,
     return final
 
 
+def _limit_training_subjects(datalist: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    """``datalist`` with only the first ``cfg.train_subjects`` subjects of the training split (all when None).
+
+    The baselines' fits then see the same subjects as the network, so a data-size curve compares like with like.
+    """
+    if cfg.train_subjects is None:
+        return datalist
+    available = datalist.get(cfg.train_split) or []
+    if len(available) < cfg.train_subjects:
+        raise UserError(f"train_subjects {cfg.train_subjects} but split {cfg.train_split!r} holds "
+                        f"{len(available)} subject(s)", cfg.datalist)
+    return {**datalist, cfg.train_split: available[:cfg.train_subjects]}
+
+
 def _baselines(datalist: dict[str, Any], cfg: TrainConfig, split: str,
                calibrate: Any = None) -> dict[str, Any]:
     """The short scan and a Gaussian filter (fitted on the training split) on ``split``: summary plus the
@@ -532,12 +549,34 @@ def _baselines(datalist: dict[str, Any], cfg: TrainConfig, split: str,
         "gaussian": {**scored(filter_predictor(gaussian)), "sigma": gaussian.sigma, "gain": gaussian.gain,
                      "fitted_on": fit_split},
     }
+    source_filter = _source_gaussian(cfg.init)
+    if source_filter is not None:
+        out["gaussian_source"] = {**scored(filter_predictor(source_filter)), "sigma": source_filter.sigma,
+                                  "gain": source_filter.gain, "fitted_on": "the pre-training run's training subjects"}
     if calibrate is not None:
         calibration = fit_calibration(fit_scans, calibrate)
         out["calibration"] = {**scored(calibrated_predictor(calibration, calibrate)), "gain": calibration.gain,
                               "offset": calibration.offset, "background": calibration.background,
                               "fitted_on": fit_split}
     return out
+
+
+def _source_gaussian(init: str | None) -> Any:
+    """The Gaussian filter fitted where the model was pre-trained (``baselines.gaussian`` of the init run's
+    ``final.json``), or None (no init, a bare checkpoint, or a run made before baselines were saved).
+
+    Applied unchanged on the target, it is the classical analogue of No-FT: what a site gets by reusing the
+    source's filter instead of fitting its own."""
+    from petite.baselines.gaussian import GaussianFilter
+
+    if not init:
+        return None
+    folder = Path(init) if Path(init).is_dir() else Path(init).parent
+    try:
+        fit = json.loads((folder / "final.json").read_text())["baselines"]["gaussian"]
+        return GaussianFilter(sigma=float(fit["sigma"]), gain=float(fit["gain"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _gate(test: dict[str, Any], gaussian: dict[str, Any], split: str) -> dict[str, Any]:

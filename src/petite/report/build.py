@@ -40,6 +40,7 @@ from petite.report.collect import (
     group_rows,
     pooled_runs,
 )
+from petite.report.data_size import data_size_curves, data_size_figure
 from petite.report.run_figures import error_maps_for_model, figure_slug, params_figure
 from petite.report.tables import cost_table, method_table, mix_tables
 from petite.study.plan import read_report_settings
@@ -90,24 +91,29 @@ def make_report(runs_dir: str | Path, out: str | Path | None = None, *, baseline
     collection = collect_runs(runs_dir)
     say = echo or (lambda line: None)
     runs = collection.runs
-    models = sorted({r.model_key for r in runs})
+    models = sorted({r.model_key for r in runs + collection.data_size})
     notes: list[str] = []
     results: dict[str, Any] = {
         "format": FORMAT, "petite_version": __version__, "runs_dir": str(runs_dir.resolve()),
         "baseline": baseline, "study": str(study_path) if study_path.is_file() else None,
         "comparisons_declared": settings["comparisons"], "post_hoc": settings["post_hoc"],
         "counts": {"run_folders": len(runs) + len(collection.pretrain) + len(collection.unfinished)
-                   + len(collection.skipped), "reported": len(runs), "pretrain": len(collection.pretrain),
+                   + len(collection.skipped) + len(collection.data_size), "reported": len(runs),
+                   "data_size": len(collection.data_size), "pretrain": len(collection.pretrain),
                    "unfinished": len(collection.unfinished), "skipped": len(collection.skipped)},
         "models": models, "pairs": sorted({r.pair for r in runs}), "seeds": sorted({r.seed for r in runs}),
         "runs": [r.summary() for r in runs], "pretrain_runs": [r.rel for r in collection.pretrain],
         "unfinished": collection.unfinished, "skipped": collection.skipped,
-        "method_tables": [], "mix_tables": [], "cost_tables": [], "figures": [], "notes": notes,
+        "method_tables": [], "mix_tables": [], "cost_tables": [], "data_size_curves": [], "figures": [],
+        "notes": notes,
     }
     # check_destination has refused everything but an absent or empty folder, or an earlier report to overwrite.
     with staged_folder(out, overwrite) as staging:
         sections = [_model_section([r for r in runs if r.model_key == model], model, baseline, figures, staging,
-                                   results, say, settings) for model in models]
+                                   results, say, settings)
+                    + _data_size_section([r for r in collection.data_size if r.model_key == model],
+                                         [r for r in runs if r.model_key == model], model, staging, results)
+                    for model in models]
         text = _header(collection, results) + "\n" + "\n".join(sections) + _footer(collection, notes)
         content = to_jsonable(results)
         write_text(staging / "report.md", text)
@@ -172,6 +178,22 @@ def _model_section(model_runs: list[RunRecord], model: str, baseline: str, figur
             notes.append(why or "")
             parts += [f"*Error-map figure not drawn: {why}.*", ""]
     return "\n".join(parts)
+
+
+def _data_size_section(curve_runs: list[RunRecord], model_runs: list[RunRecord], model: str, folder: Path,
+                       results: dict[str, Any]) -> str:
+    """The data-size curves of one model (table and figure per pair), or "" when it has no data-size runs."""
+    parts: list[str] = []
+    for curve in data_size_curves(curve_runs, model_runs, model):
+        plot = data_size_figure(curve, folder / f"data_size_{figure_slug(model)}_{figure_slug(curve['pair'])}.png")
+        results["data_size_curves"].append({k: v for k, v in curve.items() if k != "markdown"})
+        results["figures"].append(plot)
+        parts += [f"### {model}: {curve['pair']}, how many target subjects?", "", curve["markdown"], "",
+                  "Masked PSNR (dB) on the same test subjects at each number of fine-tuning subjects: mean over "
+                  "subjects of the seed-averaged values, [95 % bootstrap interval over subjects]; the "
+                  "target-fitted Gaussian filter and the calibration are fitted on the same subjects as the "
+                  "networks.", "", f"![data-size curve, {model}, {curve['pair']}]({plot['path']})", ""]
+    return "\n" + "\n".join(parts) if parts else ""
 
 
 def _params_caption(plot: dict[str, Any], where: str) -> str:

@@ -41,7 +41,8 @@ METRICS = ("psnr", "ssim", "nrmse")
 MASKED_METRICS = ("psnr_masked", "ssim_masked", "nrmse_masked")
 FAMILY_ORDER = ("baseline", "none", "full", "single", "preset", "mix", "run")
 #: The classical baselines of ``final.json``'s ``baselines`` (key -> row label), in table order.
-BASELINES = {"short": "Short scan", "gaussian": "Gaussian filter (fitted)", "calibration": "No-FT + calibration"}
+BASELINES = {"short": "Short scan", "gaussian": "Gaussian filter (target-fitted)",
+             "gaussian_source": "Gaussian filter (source-fitted)", "calibration": "No-FT + calibration"}
 SINGLE_ORDER = ("LN", "BitFit", "LoRA", "DoRA", "Adapter", "SSF", "VPT")
 MIX_ORDER = ("LoRA", "DoRA", "Adapter", "VPT", "SSF", "LN", "BitFit")
 DISPLAY = {"layernorm": "LN", "ln": "LN", "bitfit": "BitFit", "lora": "LoRA", "dora": "DoRA", "adapter": "Adapter",
@@ -107,6 +108,7 @@ class Collection:
     pretrain: list[RunRecord]  # finished pre-training runs (counted only)
     unfinished: list[dict[str, Any]]  # {"path", "epochs_done", "epochs", "method", "seed"}
     skipped: list[dict[str, str]]  # finished runs without test metrics: {"path", "reason"}
+    data_size: list[RunRecord] = field(default_factory=list)  # runs of a data-size curve (role data-size)
 
 
 def _is_run_config(path: Path) -> dict[str, Any] | None:
@@ -216,6 +218,7 @@ def collect_runs(runs_dir: str | Path) -> Collection:
     pretrain: list[RunRecord] = []
     unfinished: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    data_size: list[RunRecord] = []
     for folder, config in folders:
         rel = str(folder.relative_to(root)) if folder != root else "."
         extra = config.get("extra") if isinstance(config.get("extra"), dict) else {}
@@ -239,16 +242,16 @@ def collect_runs(runs_dir: str | Path) -> Collection:
         if not run.subjects:
             skipped.append({"path": rel, "reason": "test_metrics.json lists no subject"})
             continue
-        runs.append(run)
-    if not runs:
+        (data_size if run.role == "data-size" else runs).append(run)
+    if not runs and not data_size:
         raise UserError(f"no finished fine-tuning run with test metrics ({len(unfinished)} not finished, "
                         f"{len(pretrain)} pre-training, {len(skipped)} without test metrics)", root)
     presets: dict[str, set[str]] = {}
-    for run in runs + pretrain:
+    for run in runs + pretrain + data_size:
         presets.setdefault(run.model, set()).add(run.preset)
-    for run in runs + pretrain:
+    for run in runs + pretrain + data_size:
         run.model_key = run.model if len(presets[run.model]) == 1 else f"{run.model}-{run.preset}"
-    return Collection(root, runs, pretrain, unfinished, skipped)
+    return Collection(root, runs, pretrain, unfinished, skipped, data_size)
 
 
 # ----------------------------------------------------------------------------------------------------------------

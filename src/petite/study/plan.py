@@ -22,12 +22,13 @@ list (each expands to rows of the paper's Tables 1/2/6/7):
 ``mix``              every feasible encoder/decoder Mix-PEFT combination, with BitFit
 ``{label: NAME, spec: SPEC}``   any spec under a label of your choice
 
-Example (the committed CPU study is ``examples/study/cpu-study.yaml``)::
+Example (the committed CPU study is ``examples/study/realistic-cpu.yaml``)::
 
     name: my-study
     data:
       scanner_file: scanners-half.yaml     # optional; relative to this file
       seed: 0
+      anatomy: varied                      # optional: template (default) or varied (per-subject anatomy)
       subjects:                            # pretrain_train, pretrain_val, finetune_train, finetune_val, test
         1h: [8, 0, 0, 0, 0]
         4h: [0, 0, 4, 2, 6]
@@ -35,13 +36,19 @@ Example (the committed CPU study is ``examples/study/cpu-study.yaml``)::
     train: {crop_size: [32, 32, 32], batch_size: 2, device: cpu}   # every run
     pretrain: {epochs: 15, samples_per_volume: 8}
     finetune: {epochs: 6, samples_per_volume: 8, val_every: 2}
+    x-shared: &shared {lr: 1.0e-3}         # keys starting with x- are ignored: a place for YAML anchors
     grids:
       - name: main
         models: [unetr:small]
         pairs: [1h->4h]
         methods: [no-ft, full-ft, singles, singles+bitfit, petite]
         seeds: [0, 1, 2]
-      - name: full-ft-lr             # a grid may override fine-tuning settings
+      - name: data-size              # a data-size curve: each method fine-tuned on the first 1, 2, ... subjects
+        models: [unetr:small]
+        pairs: [1h->4h]
+        methods: [no-ft, full-ft, petite]
+        train_subjects: [1, 2, 8]
+      - name: full-ft-lr             # a grid may override fine-tuning (and pre-training: `pretrain:`) settings
         models: [unetr:small]
         pairs: [1h->4h]
         methods: [{label: Full-FT lr 1e-4, spec: full}]
@@ -65,9 +72,11 @@ from pathlib import Path
 from typing import Any
 
 from petite.documents import read_yaml
-from petite.engine.config import TrainConfig
+from petite.engine.config import AUTO, TrainConfig
 from petite.errors import UserError
 
+#: ``data.anatomy``: every subject the MNI template (posed), or each its own (petite simulate --anatomy).
+ANATOMIES = ("template", "varied")
 DATA_SPLITS = ("pretrain_train", "pretrain_val", "finetune_train", "finetune_val", "test")
 
 #: Display names of the single methods (paper Table 1 rows).
@@ -78,7 +87,7 @@ PETITE_PRESETS = {"unetr": "petite-unetr", "cvtgan": "petite-cvtgan"}
 METHOD_GROUPS = ("no-ft", "full-ft", "singles", "singles+bitfit", "petite", "mix")
 _STUDY_KEYS = {"name", "data", "train", "pretrain", "finetune", "grids", "report"}
 _REPORT_KEYS = {"comparisons", "post_hoc"}
-_GRID_KEYS = {"name", "models", "pairs", "methods", "seeds", "finetune"}
+_GRID_KEYS = {"name", "models", "pairs", "methods", "seeds", "finetune", "pretrain", "train_subjects"}
 # Keys a study may not set in train/pretrain/finetune: the sweep decides them per run.
 _RESERVED = {"datalist", "out", "init", "spec", "model", "preset", "seed", "extra", "train_split", "val_split"}
 _SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
@@ -116,6 +125,7 @@ class Job:
     needs: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)  # TrainConfig values, or simulation settings
     labels: dict[str, Any] = field(default_factory=dict)
+    grid_position: int = 0  # the first grid that asked for it: earlier grids' runs go first
 
     @property
     def stage(self) -> int:
@@ -143,6 +153,8 @@ class Study:
         doc = read_yaml(path, "study file")
         if not isinstance(doc, dict):
             raise UserError("a study must be a mapping with name, data, grids", path)
+        # Keys starting with "x-" hold YAML anchors (settings several grids share), as in docker-compose files.
+        doc = {key: value for key, value in doc.items() if not str(key).startswith("x-")}
         unknown = sorted(set(doc) - _STUDY_KEYS)
         if unknown:
             raise UserError(f"unknown study key(s): {', '.join(unknown)} (known: {', '.join(sorted(_STUDY_KEYS))})", path)
@@ -181,6 +193,9 @@ class Study:
         if not isinstance(subjects, dict) or not isinstance(datalists, dict):
             raise UserError("data.subjects and data.datalists must map scanner ids to values", self.path)
         scanner_file = self._scanner_file()
+        anatomy = self.data.get("anatomy", "template")
+        if anatomy not in ANATOMIES:
+            raise UserError(f"data.anatomy must be one of {', '.join(ANATOMIES)}, got {anatomy!r}", self.path)
         jobs = {}
         for position, (scanner, sizes) in enumerate(subjects.items()):
             scanner = str(scanner)
@@ -193,7 +208,8 @@ class Study:
             seed = int(self.data.get("seed", 0)) + 1000 * position
             jobs[scanner] = Job(key=f"data/{_safe(scanner, self.path)}", kind="simulate", config={
                 "scanner": scanner, "scanner_file": str(scanner_file) if scanner_file else None,
-                "split_sizes": list(sizes), "seed": seed, "workers": int(self.data.get("workers", 1))})
+                "split_sizes": list(sizes), "seed": seed, "workers": int(self.data.get("workers", 1)),
+                "vary_anatomy": anatomy == "varied"})
         for scanner in datalists:
             if str(scanner) in jobs:
                 raise UserError(f"scanner {scanner} is both simulated and given a datalist", self.path)
@@ -240,8 +256,9 @@ class Study:
     def jobs(self, out: Path | None = None) -> list[Job]:
         """Every job of the study, data first, then pre-training, then fine-tuning (deduplicated).
 
-        Fine-tuning runs are ordered by seed first, so an interrupted sweep has
-        every method at the lower seeds rather than some methods at all seeds.
+        Fine-tuning runs go grid by grid, in the order the study lists them (put what matters most first),
+        and within a grid by seed, so an interrupted sweep has every method of the first grids at the lower
+        seeds rather than some methods at all seeds.
         """
         from petite.models.registry import PRESET_NAMES, list_models
 
@@ -266,6 +283,15 @@ class Study:
             grid_name = str(grid.get("name", f"grid{number}"))
             # A grid may change fine-tuning settings (e.g. a learning rate); give its methods their own labels.
             overrides = _training_settings(grid.get("finetune"), f"{where}.finetune", self.path)
+            # ... and pre-training settings (a model's own lr): grids sharing a pre-training run must agree on them.
+            pre_overrides = _training_settings(grid.get("pretrain"), f"{where}.pretrain", self.path)
+            sizes = grid.get("train_subjects")
+            if sizes is not None and (not isinstance(sizes, list) or not sizes or any(
+                    isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes)):
+                raise UserError(f"{where}: train_subjects must be a list of subject counts >= 1", self.path)
+            if sizes is not None and "train_subjects" in overrides:
+                raise UserError(f"{where}: give train_subjects as the grid's list or in its finetune, not both",
+                                self.path)
             seeds = grid.get("seeds", [0])
             if not isinstance(seeds, list) or not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
                 raise UserError(f"{where}: seeds must be a list of non-negative integers", self.path)
@@ -283,33 +309,47 @@ class Study:
                         if scanner not in known_scanners:
                             raise UserError(f"{where}: scanner {scanner} is neither simulated nor given a datalist",
                                             self.path)
-                    pre = self._pretrain_job(model, preset, source, out, data_jobs)
+                    pre = self._pretrain_job(model, preset, source, out, data_jobs, pre_overrides)
                     add(pre)
                     for method in methods:
                         for seed in (seeds[:1] if method.family == "none" else seeds):
-                            add(self._finetune_job(grid_name, model, preset, source, target, method, seed, out,
-                                                   pre, data_jobs, overrides))
-        return sorted(jobs.values(), key=lambda j: (j.stage, j.labels.get("seed", 0) if j.stage == 2 else 0, j.key))
+                            for n in sizes or [None]:
+                                job = self._finetune_job(grid_name, model, preset, source, target, method, seed, out,
+                                                         pre, data_jobs, overrides, n)
+                                job.grid_position = number
+                                add(job)
+        return sorted(jobs.values(), key=lambda j: (j.stage, j.grid_position, j.labels.get("seed", 0)
+                                                    if j.stage == 2 else 0, j.key))
 
-    def _pretrain_job(self, model: str, preset: str, source: str, out: Path, data_jobs: dict[str, Job]) -> Job:
+    def _pretrain_job(self, model: str, preset: str, source: str, out: Path, data_jobs: dict[str, Job],
+                      overrides: dict[str, Any]) -> Job:
         key = f"pretrain/{model}-{preset}/{_safe(source, self.path)}"
-        config = {**self.train, **self.pretrain, "datalist": str(self.datalist_path(source, out)), "out": str(out / key),
+        config = {**self.train, **self.pretrain, **overrides, "datalist": str(self.datalist_path(source, out)), "out": str(out / key),
                   "model": model, "preset": preset, "spec": "full", "seed": int(self.pretrain.get("seed", 0))}
         config["extra"] = {"study": self.name, "role": "pretrain", "model": model, "preset": preset, "source": source}
         needs = (data_jobs[source].key,) if source in data_jobs else ()
         return _validated_job(Job(key, "pretrain", needs, config, config["extra"]), self.path)
 
     def _finetune_job(self, grid: str, model: str, preset: str, source: str, target: str, method: Method, seed: int,
-                      out: Path, pre: Job, data_jobs: dict[str, Job], overrides: dict[str, Any]) -> Job:
+                      out: Path, pre: Job, data_jobs: dict[str, Job], overrides: dict[str, Any],
+                      train_subjects: int | None = None) -> Job:
+        """One fine-tuning run; with ``train_subjects`` a point of a data-size curve (role ``data-size``, its own
+        folder ``.../<method>/n<k>/seed<s>``, kept out of the method tables by the report)."""
         pair = f"{source}->{target}"
-        key = f"runs/{model}-{preset}/{_safe(source, self.path)}-to-{_safe(target, self.path)}/{method.slug}/seed{seed}"
-        labels = {"study": self.name, "grid": grid, "role": "finetune", "model": model, "preset": preset,
+        size = f"/n{train_subjects}" if train_subjects is not None else ""
+        key = (f"runs/{model}-{preset}/{_safe(source, self.path)}-to-{_safe(target, self.path)}/{method.slug}"
+               f"{size}/seed{seed}")
+        role = "finetune" if train_subjects is None else "data-size"
+        labels = {"study": self.name, "grid": grid, "role": role, "model": model, "preset": preset,
                   "source": source, "target": target, "pair": pair, "method": method.label, "family": method.family,
                   "bitfit": method.bitfit, "encoder": method.encoder, "decoder": method.decoder, "seed": seed}
         config = {**self.train, **self.finetune, **overrides, "datalist": str(self.datalist_path(target, out)),
                   "out": str(out / key), "model": model, "preset": preset, "spec": method.spec,
                   "init": str(out / pre.key), "seed": seed, "train_split": "finetune_train",
                   "val_split": "finetune_val"}
+        if train_subjects is not None:
+            config["train_subjects"] = train_subjects
+            labels["train_subjects"] = train_subjects
         if method.family == "none":
             config["epochs"] = 0
         # Labels go into the run's config.yaml; the grid name is not part of a run's identity.
@@ -377,7 +417,8 @@ def _training_settings(values: Any, section: str, path: Path) -> dict[str, Any]:
     if unknown:
         raise UserError(f"unknown training setting(s) in '{section}': {', '.join(unknown)}", path)
     hints = typing.get_type_hints(TrainConfig)
-    return {key: _typed_setting(value, hints[key], f"{section}.{key}", path) for key, value in values.items()}
+    return {key: AUTO if key == "lr" and isinstance(value, str) and value.strip().lower() == AUTO
+            else _typed_setting(value, hints[key], f"{section}.{key}", path) for key, value in values.items()}
 
 
 def _typed_setting(value: Any, hint: Any, where: str, path: Path) -> Any:

@@ -88,7 +88,8 @@ def run_job(job: Job, out: Path, progress: bool = False) -> dict[str, Any]:
             # Not done, and nobody else writes here: whatever the folder holds is a partial simulation to redo.
             request = SimulationRequest(out=folder, scanners=(scanner,), n_subjects=sum(cfg["split_sizes"]),
                                         seed=cfg["seed"], workers=cfg["workers"],
-                                        split_sizes=tuple(cfg["split_sizes"]), overwrite=True)
+                                        split_sizes=tuple(cfg["split_sizes"]), overwrite=True,
+                                        vary_anatomy=bool(cfg.get("vary_anatomy", False)))
             run_simulation(request, progress=progress)
             return {"key": job.key, "time_s": round(time.perf_counter() - started, 1)}
 
