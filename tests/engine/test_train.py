@@ -348,7 +348,7 @@ def test_lr_auto_keeps_the_multiplier_with_the_best_validation(tmp_path: Path, d
     from petite.peft.paper import method_hparams
 
     cfg = _pretrain_cfg(datalist, tmp_path / "auto", max_steps=4, patience=0, lr="auto", lr_grid=[1e-4, 1.0, 10.0],
-                        lr_trial_fraction=0.5)
+                        lr_trial_fraction=0.5, lr_grid_extend=0)
     final = train(cfg, progress=False)
     trials = final["lr_search"]["trials"]
     assert [t["multiplier"] for t in trials] == [1e-4, 1.0, 10.0] and all(t["steps"] == 2 for t in trials)
@@ -360,6 +360,54 @@ def test_lr_auto_keeps_the_multiplier_with_the_best_validation(tmp_path: Path, d
     # The trials are compared on validation only: none of them is tested (the chosen run is).
     assert not (tmp_path / "auto" / "lr-search" / "x1" / "test_metrics.json").exists()
     assert (tmp_path / "auto" / "test_metrics.json").is_file()
+
+
+def test_lr_auto_extends_the_grid_past_an_edge_that_wins() -> None:
+    from petite.engine.train import next_lr_multiplier
+
+    def trials(**scores: float) -> list[dict]:
+        return [{"multiplier": float(m.lstrip("x").replace("_", ".")), "best_val_psnr_masked": v}
+                for m, v in scores.items()]
+
+    grid = [0.25, 1.0, 4.0]
+    assert next_lr_multiplier(grid, trials(x0_25=20.0), 2) == 1.0  # the grid comes first, in its order
+    assert next_lr_multiplier(grid, trials(x0_25=20.0, x1=21.0, x4=20.5), 2) is None  # best inside: done
+    assert next_lr_multiplier(grid, trials(x0_25=20.0, x1=21.0, x4=22.0), 2) == 16.0
+    assert next_lr_multiplier(grid, trials(x0_25=20.0, x1=21.0, x4=22.0, x16=23.0), 2) == 64.0
+    assert next_lr_multiplier(grid, trials(x0_25=20.0, x1=21.0, x4=22.0, x16=23.0, x64=24.0), 2) is None  # cap
+    assert next_lr_multiplier(grid, trials(x0_25=20.0, x1=21.0, x4=22.0, x16=21.5), 2) is None  # x16 lost
+    assert next_lr_multiplier(grid, trials(x0_25=23.0, x1=21.0, x4=20.0), 2) == 0.0625  # the low edge too
+    assert next_lr_multiplier(grid, trials(x0_25=20.0, x1=21.0, x4=22.0), 0) is None
+
+
+@pytest.mark.parametrize("extension_wins", [False, True])
+def test_a_finished_lr_search_is_completed_and_redone_only_when_its_choice_changes(
+        tmp_path: Path, datalist: Path, extension_wins: bool) -> None:
+    from petite.engine.train import lr_search_complete
+
+    out = tmp_path / "run"
+    narrow = _pretrain_cfg(datalist, out, max_steps=4, patience=0, lr="auto", lr_grid=[1e-4, 1e-3],
+                           lr_trial_fraction=0.5, lr_grid_extend=0)
+    before = train(narrow, progress=False)
+    edge = before["lr_search"]["chosen"]
+    wider = _pretrain_cfg(datalist, out, max_steps=4, patience=0, lr="auto", lr_grid=[1e-4, 1e-3],
+                          lr_trial_fraction=0.5, lr_grid_extend=1)
+    assert lr_search_complete(before, narrow) and not lr_search_complete(before, wider)
+    # The extra trial is one step past the winning edge; its outcome is set here by a finished trial folder
+    # (finished trials are reused), so both branches are taken whatever the tiny model learns.
+    extra = 1e-2 if edge == 1e-3 else 1e-5
+    trial = out / "lr-search" / f"x{extra:g}"
+    trial.mkdir(parents=True)
+    (trial / "final.json").write_text(json.dumps({"best_val_psnr_masked": 1e3 if extension_wins else -1e3, "steps": 2}))
+    weights = (out / "model.safetensors").read_bytes()
+    after = train(wider, resume=True, progress=False)
+    assert [t["multiplier"] for t in after["lr_search"]["trials"]] == sorted([1e-4, 1e-3, extra])
+    assert after["lr_search"]["chosen"] == (extra if extension_wins else edge)
+    assert after["hparams"]["lr_multiplier"] == after["lr_search"]["chosen"]
+    assert lr_search_complete(after, wider) and json.loads((out / "final.json").read_text()) == after
+    # An unchanged choice keeps the trained run; a changed one retrains it and keeps the trials.
+    assert ((out / "model.safetensors").read_bytes() == weights) is (not extension_wins)
+    assert all((out / "lr-search" / f"x{m:g}" / "final.json").is_file() for m in (1e-4, 1e-3, extra))
 
 
 def test_fine_tuning_on_fewer_subjects_and_the_source_fitted_filter(tmp_path: Path, datalist: Path) -> None:

@@ -74,6 +74,9 @@ class TrainConfig:
     batch_size: int = 2
     lr: float | str | None = None  # None: per method (lr_policy); "auto": searched on validation
     lr_grid: list[float] = field(default_factory=lambda: [0.25, 1.0, 4.0])  # lr auto: multipliers tried
+    # lr auto: when the best trial sits at an edge of the grid, up to this many more multipliers are
+    # tried past that edge, one grid step at a time (a best value at the edge says the grid was too narrow)
+    lr_grid_extend: int = 2
     lr_trial_fraction: float = 0.25  # lr auto: each trial's cap as a fraction of max_steps
     weight_decay: float | None = None
     lr_policy: str = "per-method"  # per-method: each method's Table 3 values; paper: the spec's one column
@@ -137,6 +140,7 @@ class TrainConfig:
             (self.lr in (None, AUTO) or (isinstance(self.lr, float) and self.lr > 0),
              f"lr must be > 0 or 'auto', got {self.lr!r}"),
             (bool(self.lr_grid) and all(m > 0 for m in self.lr_grid), f"lr_grid must hold multipliers > 0, got {self.lr_grid}"),
+            (self.lr_grid_extend >= 0, f"lr_grid_extend must be >= 0, got {self.lr_grid_extend}"),
             (0 < self.lr_trial_fraction <= 1, f"lr_trial_fraction must be in (0, 1], got {self.lr_trial_fraction}"),
             (self.weight_decay is None or self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.optimizer in (None, *OPTIMIZERS), f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),

@@ -72,8 +72,10 @@ class RunFolder:
     def resumable(self) -> bool:
         return self.state.with_suffix(".json").is_file()
 
-    def prepare(self, cfg: TrainConfig, resume: bool, overwrite: bool) -> bool:
+    def prepare(self, cfg: TrainConfig, resume: bool, overwrite: bool, keep: tuple[str, ...] = ()) -> bool:
         """Create the folder (writing ``config.yaml``) or check it may be continued; returns whether to resume.
+
+        ``overwrite`` clears what the run wrote except the entries named in ``keep``.
 
         Raises:
             UserError: the path is a file; ``overwrite`` of a folder that is not a run; a finished
@@ -84,7 +86,7 @@ class RunFolder:
         if root.exists() and not root.is_dir():
             raise UserError("output exists and is not a folder", root)
         if overwrite and root.exists():
-            content = [p for p in root.iterdir() if p.name != LOCK_NAME]
+            content = [p for p in root.iterdir() if p.name != LOCK_NAME and p.name not in keep]
             if not self.config.is_file() and content:
                 raise UserError("refusing to clear a non-empty folder that is not a petite run", root)
             # The folder stays (its lock file is held by this process): only what the run wrote goes.

@@ -191,13 +191,46 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     return _train(cfg, resume, overwrite, progress, tracker=tracker)
 
 
+def next_lr_multiplier(grid: list[float], trials: list[dict[str, Any]], extend: int) -> float | None:
+    """The multiplier lr auto tries next after ``trials`` (dicts with ``multiplier`` and
+    ``best_val_psnr_masked``), or ``None`` when the search is over.
+
+    Every multiplier of ``grid`` is tried first.  Then, while the best trial is the highest (lowest)
+    multiplier tried and fewer than ``extend`` multipliers beyond ``grid`` were tried, the next one is a
+    grid step further out (the ratio of the two outermost multipliers on that side).
+    """
+    tried = {t["multiplier"] for t in trials}
+    for multiplier in grid:
+        if multiplier not in tried:
+            return multiplier
+    scored = [t for t in trials if t["best_val_psnr_masked"] is not None]
+    ladder = sorted(tried)
+    if not scored or len(ladder) < 2 or len(tried - set(grid)) >= extend:
+        return None
+    best = max(scored, key=lambda t: t["best_val_psnr_masked"])["multiplier"]
+    if best not in (ladder[0], ladder[-1]):
+        return None
+    step = ladder[-1] / ladder[-2] if best == ladder[-1] else ladder[0] / ladder[1]
+    return float(f"{best * step:.6g}")  # 6 digits, as the trial's folder name x<multiplier:g>
+
+
+def lr_search_complete(final: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether a finished run's recorded lr search (``final.json``) is what ``cfg``'s rule would try: a
+    run made before the grid could extend past an edge is not, and :func:`train` completes it."""
+    search = final.get("lr_search")
+    if not search:
+        return True
+    return next_lr_multiplier(list(cfg.lr_grid), search["trials"], cfg.lr_grid_extend) is None
+
+
 def _train_with_lr_search(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool,
                           tracker: Tracker | None = None) -> dict[str, Any]:
     import dataclasses
 
     out = Path(cfg.out)
-    trials = []
-    for multiplier in cfg.lr_grid:
+    main = RunFolder(out)
+    trials: list[dict[str, Any]] = []
+    while (multiplier := next_lr_multiplier(list(cfg.lr_grid), trials, cfg.lr_grid_extend)) is not None:
         trial_out = out / "lr-search" / f"x{multiplier:g}"
         trial_cfg = dataclasses.replace(cfg, out=str(trial_out), lr=None, extra={**cfg.extra, "lr_multiplier": multiplier})
         trial_cfg.extra["lr_search_trial"] = True
@@ -214,10 +247,22 @@ def _train_with_lr_search(cfg: TrainConfig, resume: bool, overwrite: bool, progr
     chosen = max(scored, key=lambda t: t["best_val_psnr_masked"])
     log.info("lr auto: multiplier %g chosen (%s)", chosen["multiplier"],
              ", ".join(f"x{t['multiplier']:g}: {t['best_val_psnr_masked']:.3f} dB" for t in scored))
-    final = _train(dataclasses.replace(cfg, lr=None), resume, overwrite, progress, lr_multiplier=chosen["multiplier"],
-                   lr_search={"grid": list(cfg.lr_grid), "trials": trials, "chosen": chosen["multiplier"]},
-                   config_lr=AUTO, tracker=tracker)
-    return final
+    search = {"grid": sorted(t["multiplier"] for t in trials), "trials": sorted(trials, key=lambda t: t["multiplier"]),
+              "chosen": chosen["multiplier"]}
+    redo = overwrite
+    if main.finished and not overwrite:
+        # A run finished before its search was extended: its training stands if the choice did not change.
+        final = json.loads(main.final.read_text())
+        before = (final.get("lr_search") or {}).get("chosen")
+        if before == chosen["multiplier"]:
+            final["lr_search"] = search
+            write_json(main.final, final)
+            return final
+        log.info("lr auto: the extended search chose x%g instead of x%g; the run is redone",
+                 chosen["multiplier"], before)
+        redo, resume = True, False
+    return _train(dataclasses.replace(cfg, lr=None), resume, redo, progress, lr_multiplier=chosen["multiplier"],
+                  lr_search=search, config_lr=AUTO, tracker=tracker)
 
 
 @dataclass
@@ -333,7 +378,9 @@ def _train(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool, lr_m
                                "init": _portable(cfg.init, run.root), "datalist": _portable(cfg.datalist, run.root)})
     tracker = tracker if tracker is not None and rank == 0 else Tracker()
     with run_lock(run.root) if rank == 0 else contextlib.nullcontext():
-        resuming = run.prepare(saved_cfg, resume, overwrite) if rank == 0 else resume
+        # The main run of lr auto keeps its trials (made just before) when it clears its folder.
+        keep = ("lr-search",) if lr_search is not None else ()
+        resuming = run.prepare(saved_cfg, resume, overwrite, keep) if rank == 0 else resume
         barrier(world)
         tracker.start(run.root, saved_cfg.to_dict(), {"petite.kind": "pretrain" if setup.pretraining else "finetune",
                                                       "petite.model": cfg.model or "", "petite.spec": spec.to_string()})

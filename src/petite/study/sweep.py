@@ -25,6 +25,7 @@ skip/resume logic, so re-submitting a finished line is harmless.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import logging
 import shlex
 import signal
@@ -53,7 +54,11 @@ def job_done(job: Job, out: Path) -> bool:
     if not (folder / "final.json").is_file():
         return False
     _check_same_settings(job, folder)
-    return True
+    from petite.engine.config import TrainConfig
+    from petite.engine.train import lr_search_complete
+
+    # A run whose lr search stopped at an edge the current rule extends past is completed by train().
+    return lr_search_complete(json.loads((folder / "final.json").read_text()), TrainConfig(**job.config))
 
 
 def _check_same_settings(job: Job, folder: Path) -> None:
