@@ -363,7 +363,7 @@ def test_lr_auto_keeps_the_multiplier_with_the_best_validation(tmp_path: Path, d
 
 
 def test_lr_auto_extends_the_grid_past_an_edge_that_wins() -> None:
-    from petite.engine.train import next_lr_multiplier
+    from petite.engine.lr_search import next_lr_multiplier
 
     def trials(**scores: float) -> list[dict]:
         return [{"multiplier": float(m.lstrip("x").replace("_", ".")), "best_val_psnr_masked": v}
@@ -383,7 +383,7 @@ def test_lr_auto_extends_the_grid_past_an_edge_that_wins() -> None:
 @pytest.mark.parametrize("extension_wins", [False, True])
 def test_a_finished_lr_search_is_completed_and_redone_only_when_its_choice_changes(
         tmp_path: Path, datalist: Path, extension_wins: bool) -> None:
-    from petite.engine.train import lr_search_complete
+    from petite.engine.lr_search import lr_search_complete
 
     out = tmp_path / "run"
     narrow = _pretrain_cfg(datalist, out, max_steps=4, patience=0, lr="auto", lr_grid=[1e-4, 1e-3],
@@ -392,7 +392,8 @@ def test_a_finished_lr_search_is_completed_and_redone_only_when_its_choice_chang
     edge = before["lr_search"]["chosen"]
     wider = _pretrain_cfg(datalist, out, max_steps=4, patience=0, lr="auto", lr_grid=[1e-4, 1e-3],
                           lr_trial_fraction=0.5, lr_grid_extend=1)
-    assert lr_search_complete(before, narrow) and not lr_search_complete(before, wider)
+    assert lr_search_complete(before, narrow.lr_grid, narrow.lr_grid_extend)
+    assert not lr_search_complete(before, wider.lr_grid, wider.lr_grid_extend)
     # The extra trial is one step past the winning edge; its outcome is set here by a finished trial folder
     # (finished trials are reused), so both branches are taken whatever the tiny model learns.
     extra = 1e-2 if edge == 1e-3 else 1e-5
@@ -404,7 +405,7 @@ def test_a_finished_lr_search_is_completed_and_redone_only_when_its_choice_chang
     assert [t["multiplier"] for t in after["lr_search"]["trials"]] == sorted([1e-4, 1e-3, extra])
     assert after["lr_search"]["chosen"] == (extra if extension_wins else edge)
     assert after["hparams"]["lr_multiplier"] == after["lr_search"]["chosen"]
-    assert lr_search_complete(after, wider) and json.loads((out / "final.json").read_text()) == after
+    assert lr_search_complete(after, wider.lr_grid, wider.lr_grid_extend) and json.loads((out / "final.json").read_text()) == after
     # An unchanged choice keeps the trained run; a changed one retrains it and keeps the trials.
     assert ((out / "model.safetensors").read_bytes() == weights) is (not extension_wins)
     assert all((out / "lr-search" / f"x{m:g}" / "final.json").is_file() for m in (1e-4, 1e-3, extra))
@@ -430,6 +431,21 @@ def test_fine_tuning_on_fewer_subjects_and_the_source_fitted_filter(tmp_path: Pa
     none = train(_pretrain_cfg(datalist, tmp_path / "none", spec="none", lr="auto", **common), progress=False)
     assert none["lr_search"] is None and not (tmp_path / "none" / "lr-search").exists()
     assert "calibration" in none["baselines"]
+
+
+@pytest.mark.parametrize("n_items, batch_size, world", [(1, 4, 1), (2, 4, 1), (3, 2, 1), (5, 4, 2), (8, 4, 1)])
+def test_every_step_is_a_full_batch_whatever_the_number_of_subjects(n_items: int, batch_size: int, world: int) -> None:
+    # One subject with batch 4 once gave one-crop batches: BatchNorm at the CVT-GAN's 1x1x1 bottleneck refused them.
+    cfg = TrainConfig(datalist="unused.json", batch_size=batch_size, seed=3)
+    shards = [train_module._batches(n_items, cfg, epoch=2, rank=rank, world=world) for rank in range(world)]
+    steps = -(-n_items // batch_size)
+    assert all(len(shard) == steps for shard in shards)
+    for step in range(steps):
+        batch = [pair for shard in shards for pair in shard[step]]
+        assert len(batch) == batch_size and all(len(shard[step]) == batch_size // world for shard in shards)
+    pairs = [pair for shard in shards for batch in shard for pair in batch]
+    assert len({pos for pos, _ in pairs}) == len(pairs)  # distinct positions: the wrapped crops are new crops
+    assert {index for _, index in pairs} == set(range(n_items))  # every subject is seen each epoch
 
 
 def read_yaml_config(run: Path) -> dict:

@@ -54,6 +54,7 @@ from petite.engine.distributed import barrier, process_group
 from petite.engine.efficiency import apply_memory_options, default_checkpoint, resolve_precision
 from petite.engine.evaluate import evaluate_split, iter_scans, model_predictor, summarize, write_results
 from petite.engine.infer import inference_roi, load_predictor, resolve_checkpoint
+from petite.engine.lr_search import best_trial, next_lr_multiplier
 from petite.engine.memory import peak_memory_mb, reset_peak_memory
 from petite.engine.optim import describe_groups, parameter_groups
 from petite.engine.run_folder import RunFolder
@@ -138,12 +139,14 @@ def _batches(n_items: int, cfg: TrainConfig, epoch: int, rank: int, world: int) 
     so crops do not depend on how many processes share the work.
     """
     rng = np.random.default_rng([cfg.seed, epoch])
-    order = list(enumerate(rng.permutation(np.repeat(np.arange(n_items), cfg.samples_per_volume)).tolist()))
-    steps = math.ceil(len(order) / cfg.batch_size)
+    items = rng.permutation(np.repeat(np.arange(n_items), cfg.samples_per_volume))
+    steps = math.ceil(len(items) / cfg.batch_size)
+    # Every step is a full batch: a partial last batch is filled by wrapping around the epoch's order.
+    # (A one-crop batch breaks BatchNorm at the CVT-GAN's 1x1x1 bottleneck, and with fewer items than
+    # batch_size the effective batch size would otherwise shrink with the data; equal shards also keep
+    # the averaged gradient of several processes equal to the global batch's.)
+    order = list(enumerate(np.resize(items, steps * cfg.batch_size).tolist()))
     batches = [order[i * cfg.batch_size : (i + 1) * cfg.batch_size] for i in range(steps)]
-    if world > 1:
-        # Equal shards keep the averaged gradient equal to the global batch's: drop a partial last batch.
-        batches = [batch for batch in batches if len(batch) == cfg.batch_size]
     return [batch[rank::world] for batch in batches]
 
 
@@ -191,38 +194,6 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progr
     return _train(cfg, resume, overwrite, progress, tracker=tracker)
 
 
-def next_lr_multiplier(grid: list[float], trials: list[dict[str, Any]], extend: int) -> float | None:
-    """The multiplier lr auto tries next after ``trials`` (dicts with ``multiplier`` and
-    ``best_val_psnr_masked``), or ``None`` when the search is over.
-
-    Every multiplier of ``grid`` is tried first.  Then, while the best trial is the highest (lowest)
-    multiplier tried and fewer than ``extend`` multipliers beyond ``grid`` were tried, the next one is a
-    grid step further out (the ratio of the two outermost multipliers on that side).
-    """
-    tried = {t["multiplier"] for t in trials}
-    for multiplier in grid:
-        if multiplier not in tried:
-            return multiplier
-    scored = [t for t in trials if t["best_val_psnr_masked"] is not None]
-    ladder = sorted(tried)
-    if not scored or len(ladder) < 2 or len(tried - set(grid)) >= extend:
-        return None
-    best = max(scored, key=lambda t: t["best_val_psnr_masked"])["multiplier"]
-    if best not in (ladder[0], ladder[-1]):
-        return None
-    step = ladder[-1] / ladder[-2] if best == ladder[-1] else ladder[0] / ladder[1]
-    return float(f"{best * step:.6g}")  # 6 digits, as the trial's folder name x<multiplier:g>
-
-
-def lr_search_complete(final: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether a finished run's recorded lr search (``final.json``) is what ``cfg``'s rule would try: a
-    run made before the grid could extend past an edge is not, and :func:`train` completes it."""
-    search = final.get("lr_search")
-    if not search:
-        return True
-    return next_lr_multiplier(list(cfg.lr_grid), search["trials"], cfg.lr_grid_extend) is None
-
-
 def _train_with_lr_search(cfg: TrainConfig, resume: bool, overwrite: bool, progress: bool,
                           tracker: Tracker | None = None) -> dict[str, Any]:
     import dataclasses
@@ -241,12 +212,12 @@ def _train_with_lr_search(cfg: TrainConfig, resume: bool, overwrite: bool, progr
                            progress=progress, lr_multiplier=multiplier, trial_fraction=cfg.lr_trial_fraction)
         trials.append({"multiplier": multiplier, "best_val_psnr_masked": final.get("best_val_psnr_masked"),
                        "steps": final.get("steps")})
-    scored = [t for t in trials if t["best_val_psnr_masked"] is not None]
-    if not scored:
+    chosen = best_trial(trials)
+    if chosen is None:
         raise UserError("lr auto needs a validation split to compare the trials", cfg.datalist)
-    chosen = max(scored, key=lambda t: t["best_val_psnr_masked"])
     log.info("lr auto: multiplier %g chosen (%s)", chosen["multiplier"],
-             ", ".join(f"x{t['multiplier']:g}: {t['best_val_psnr_masked']:.3f} dB" for t in scored))
+             ", ".join(f"x{t['multiplier']:g}: {t['best_val_psnr_masked']:.3f} dB" for t in trials
+                       if t["best_val_psnr_masked"] is not None))
     search = {"grid": sorted(t["multiplier"] for t in trials), "trials": sorted(trials, key=lambda t: t["multiplier"]),
               "chosen": chosen["multiplier"]}
     redo = overwrite

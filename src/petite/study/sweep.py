@@ -36,6 +36,8 @@ from typing import Any
 
 from petite.atomic import write_text
 from petite.documents import read_yaml
+from petite.engine.config import TrainConfig
+from petite.engine.lr_search import lr_search_complete
 from petite.engine.run_folder import changed_settings
 from petite.errors import UserError, storage_problem
 from petite.locks import run_lock
@@ -54,11 +56,9 @@ def job_done(job: Job, out: Path) -> bool:
     if not (folder / "final.json").is_file():
         return False
     _check_same_settings(job, folder)
-    from petite.engine.config import TrainConfig
-    from petite.engine.train import lr_search_complete
-
+    cfg = TrainConfig(**job.config)
     # A run whose lr search stopped at an edge the current rule extends past is completed by train().
-    return lr_search_complete(json.loads((folder / "final.json").read_text()), TrainConfig(**job.config))
+    return lr_search_complete(json.loads((folder / "final.json").read_text()), cfg.lr_grid, cfg.lr_grid_extend)
 
 
 def _check_same_settings(job: Job, folder: Path) -> None:
