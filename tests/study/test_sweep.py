@@ -211,3 +211,33 @@ def test_full_disk_in_a_job_is_one_line_not_a_traceback(study_dir: Path, tmp_pat
     assert f"FAILED pretrain/unetr-tiny/a: {weights}: no space left on device" in result.out
     assert "Traceback" not in result.out + result.err
     assert not [r for r in caplog.records if r.levelname == "ERROR"]  # not logged as a bug
+
+
+@pytest.mark.e2e
+def test_an_archived_study_restores_into_a_sweep_with_nothing_to_redo(study_dir: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "experiments" / "archive_study.py"
+    spec = importlib.util.spec_from_file_location("archive_study", script)
+    archive_study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(archive_study)
+
+    path = write_study(study_dir / "archived.yaml")
+    out, archive, restored = tmp_path / "out", tmp_path / "archive", tmp_path / "restored"
+    assert run_cli(["sweep", path, "--out", out], capsys).code == 0
+    unfinished = out / "runs/unetr-tiny/a-to-a/lora/seed0"
+    (unfinished / "final.json").unlink()  # an interrupted run: it cannot travel without its checkpoints
+    assert archive_study.main(["save", str(out), str(archive)]) == 0
+    saved = {str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file()}
+    assert "pretrain/unetr-tiny/a/model.safetensors" in saved  # the source model, to fine-tune from
+    assert not [p for p in saved if "checkpoints" in p or (p.startswith("runs/") and p.endswith(".safetensors"))]
+    assert not [p for p in saved if p.startswith("runs/unetr-tiny/a-to-a/lora/")]
+    assert "runs/unetr-tiny/a-to-a/full-ft/seed0/test_metrics.json" in saved
+
+    assert archive_study.main(["restore", str(archive), str(restored)]) == 0
+    again = run_cli(["sweep", path, "--out", restored], capsys)  # only the unfinished run is redone
+    assert again.code == 0 and "4 jobs, 3 already finished, 1 to run" in again.out, again.out
+    final = json.loads((restored / "runs/unetr-tiny/a-to-a/full-ft/seed0/final.json").read_text())
+    assert final == json.loads((out / "runs/unetr-tiny/a-to-a/full-ft/seed0/final.json").read_text())
+    assert archive_study.main(["restore", str(tmp_path / "missing"), str(restored)]) == 2

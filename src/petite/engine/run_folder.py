@@ -42,9 +42,12 @@ PATH_SETTINGS = ("datalist", "init")
 
 def changed_settings(run: str | Path, saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Keys of ``wanted`` whose value differs from the run's saved ``config.yaml`` values (paths compared
-    as the files they name, wherever the run folder now is)."""
+    as the files they name, wherever the run folder now is).  ``out`` is not compared: it names the run
+    folder itself, which may have moved (a study folder copied to another disk, or restored from an archive)."""
     changed = []
     for key, value in wanted.items():
+        if key == "out":
+            continue
         old = saved.get(key)
         if key in PATH_SETTINGS and old and value:
             if stored_path(run, old).resolve() != Path(value).resolve():
