@@ -144,7 +144,7 @@ def test_old_run_folders_with_summary_only_baselines(tmp_path, capsys):
     assert short[-4:-2] == ["-", "-"] or "-" in short[8:10]
 
 
-@pytest.mark.parametrize("doc", ["docs/RESULTS.md", "docs/results/report.md"])
+@pytest.mark.parametrize("doc", ["docs/RESULTS.md", "docs/results/report.md", "docs/results-2026-12-06/report.md"])
 def test_committed_result_tables_render(doc):
     text = (Path(__file__).resolve().parents[2] / doc).read_text()
     tables = markdown_tables(text)
