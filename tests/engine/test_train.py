@@ -541,14 +541,15 @@ def test_memory_options_train_the_same_weights(tmp_path: Path, datalist: Path, m
     assert saver["memory_options"]["checkpointed_blocks"] > 0 and saver["memory_options"]["lean_layers"] > 0
     a, b = load_file(str(tmp_path / "plain" / "adapter.safetensors")), load_file(str(tmp_path / "saver" / "adapter.safetensors"))
     assert a.keys() == b.keys()
-    for key in a:
-        # atol: Adam divides by the gradient's own size, so recomputation's rounding (1e-7 in a gradient) can
-        # move a near-zero-gradient entry by ~4e-6 (seen on an AMD EPYC) to 2.4e-5 (an Intel Xeon, full batches
-        # since 2026-12-08); a tensor the option failed to train would be off by the steps themselves (~1e-2 here).
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4, err_msg=key)
-    # ...and the steps moved the adapter (the equality above is not between two untouched copies).
     finetune("one-step", max_steps=1)
     one = load_file(str(tmp_path / "one-step" / "adapter.safetensors"))
+    for key in a:
+        # Adam divides by the gradient's own size, so recomputation's rounding (1e-7 in a gradient) can move a
+        # near-zero-gradient entry by up to ~2e-4 (seen on an Intel Xeon): each tensor's disagreement is compared
+        # with how far steps 2-3 moved it. A tensor the option failed to train is off by at least that much.
+        drift, moved = np.linalg.norm(a[key] - b[key]), np.linalg.norm(a[key] - one[key])
+        assert drift <= 0.25 * moved + 1e-5, (key, drift, moved)
+    # ...and the steps moved the adapter (the agreement above is not between two untouched copies).
     assert any(not np.allclose(a[key], one[key]) for key in a)
 
     bf16 = finetune("bf16", precision="bf16")
