@@ -41,8 +41,9 @@ def archived(rel: Path) -> bool:
 def finished(rel: Path, runs: set[Path]) -> bool:
     """Whether ``rel`` is a top-level file or lies in a finished run folder (one with ``final.json``).
 
-    An unfinished run is left out whole: restored without its checkpoints it could not resume, and
-    its folder would stop the sweep from starting it afresh."""
+    An unfinished run's own files are left out (restored without its checkpoints it could not resume);
+    its finished lr trials (each a run folder with ``final.json``) are kept, and the sweep reuses them
+    as it does after an interruption between trials."""
     return len(rel.parts) == 1 or any(parent in runs for parent in rel.parents)
 
 
